@@ -1,0 +1,61 @@
+package hsmpool
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hsmgate/hsmgate/internal/testenv"
+)
+
+// newTestPool creates n SoftHSM tokens, opens a pool on them with the
+// domain key provisioned, and at cleanup closes it and fails the test if
+// any session is still borrowed.
+func newTestPool(t testing.TB, n int, tweak func(*Options)) (*Pool, *testenv.SoftHSM) {
+	t.Helper()
+	env := testenv.NewSoftHSM(t, n)
+	o := Options{
+		Modules:                 []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}},
+		QuarantineProbeInterval: 50 * time.Millisecond,
+		FaultInjection:          true,
+	}
+	if tweak != nil {
+		tweak(&o)
+	}
+	p, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	if p.Healthy() == 0 && p.Status()[0].State == StateNoDomainKey {
+		dk, err := NewDomainKeyMaterial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ProvisionDomainKey(context.Background(), dk); err != nil {
+			t.Fatal(err)
+		}
+		clear(dk)
+	}
+	if got := p.Healthy(); got != n {
+		t.Fatalf("healthy slots = %d, want %d: %+v", got, n, p.Status())
+	}
+	return p, env
+}
+
+func mustKey(t testing.TB, p *Pool, id string, spec KeySpec, usage Usage) *Key {
+	t.Helper()
+	g, err := p.GenerateKey(context.Background(), spec, usage)
+	if err != nil {
+		t.Fatalf("generate %s %s: %v", spec, usage, err)
+	}
+	k, err := NewKey(id, 1, g.Blob, g.Public)
+	if err != nil {
+		t.Fatalf("load %s: %v", spec, err)
+	}
+	return k
+}

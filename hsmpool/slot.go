@@ -1,0 +1,602 @@
+package hsmpool
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+// State is a slot's health as the pool sees it.
+type State int32
+
+const (
+	// StateHealthy: serving requests.
+	StateHealthy State = iota + 1
+	// StateQuarantined: a device error or a timeout took the slot out of
+	// rotation; the prober resets and probes it until it answers again.
+	StateQuarantined
+	// StateFailed: login was refused (wrong or locked PIN). The pool does
+	// not log in again by itself, to avoid locking the token; fix the PIN
+	// and restart.
+	StateFailed
+	// StateNoDomainKey: the token holds no domain key yet (see
+	// Pool.ProvisionDomainKey).
+	StateNoDomainKey
+	// StateMismatch: the token's domain key differs from the pool's (or it
+	// holds several); the slot is refused.
+	StateMismatch
+)
+
+func (s State) String() string {
+	switch s {
+	case StateHealthy:
+		return "healthy"
+	case StateQuarantined:
+		return "quarantined"
+	case StateFailed:
+		return "failed"
+	case StateNoDomainKey:
+		return "no-domain-key"
+	case StateMismatch:
+		return "domain-key-mismatch"
+	}
+	return "unknown"
+}
+
+// session is one PKCS#11 operation session, used by one goroutine at a time.
+type session struct {
+	h   pkcs11.SessionHandle
+	gen uint64 // the slot generation it was opened in
+}
+
+// control is the slot's persistent logged-in session. It holds the login
+// for the whole token, owns the unwrapped key objects (session objects die
+// with the session that made them) and runs probes. lock is a channel so
+// that taking it can wait with a deadline.
+type control struct {
+	lock chan struct{}
+	h    pkcs11.SessionHandle
+	dk   pkcs11.ObjectHandle
+	// retired is set when a reset replaced this control session while a
+	// call on it was still running; that call closes it when it returns.
+	retired atomic.Bool
+}
+
+func (c *control) acquire(deadline time.Time) bool {
+	select {
+	case c.lock <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case c.lock <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (c *control) release() { <-c.lock }
+
+type slot struct {
+	p      *Pool
+	mod    *module
+	id     uint
+	name   string // token label: the slot's name everywhere
+	serial string
+	model  string
+	pin    string
+
+	mechs       *Mechanisms
+	maxSessions int
+
+	// sem holds one token per open operation session (borrowed or
+	// abandoned); idle holds the sessions ready for reuse.
+	sem    chan struct{}
+	idleMu sync.Mutex
+	idle   []*session
+
+	gen       atomic.Uint64 // bumped by every reset
+	state     atomic.Int32
+	reason    atomic.Pointer[string]
+	ctl       atomic.Pointer[control]
+	kcv       atomic.Pointer[KCV]
+	cache     *keyCache
+	kick      chan struct{}
+	resetMu   sync.Mutex // one reset or probe at a time
+	logins    atomic.Uint64
+	inflight  atomic.Int64
+	borrowed  atomic.Int64
+	abandoned atomic.Int64
+	latency   ewma
+	ops       atomic.Uint64
+	errs      [ClassAuth + 1]atomic.Uint64
+	timeouts  atomic.Uint64
+	throttled atomic.Uint64
+}
+
+func (s *slot) State() State { return State(s.state.Load()) }
+
+func (s *slot) setState(st State, reason string) {
+	old := State(s.state.Swap(int32(st)))
+	s.reason.Store(&reason)
+	if old != st {
+		s.p.log.Info("hsm slot state", "slot", s.name, "from", old.String(), "to", st.String(), "reason", reason)
+	}
+}
+
+// quarantine takes a healthy slot out of rotation and wakes its prober.
+func (s *slot) quarantine(reason string) {
+	if s.state.CompareAndSwap(int32(StateHealthy), int32(StateQuarantined)) {
+		s.reason.Store(&reason)
+		s.p.log.Warn("hsm slot quarantined", "slot", s.name, "reason", reason)
+	}
+	s.wake()
+}
+
+func (s *slot) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// call runs fn, which makes PKCS#11 calls, and waits for it until deadline.
+// A cgo call can't be interrupted: on timeout the caller gets ErrTimeout at
+// once and fn goes on in its goroutine; when it returns, abandoned runs
+// there to dispose of what fn was using (never to reuse it).
+func call(deadline time.Time, fn func() error, abandoned func()) error {
+	c := callPool.Get().(*callState)
+	c.state.Store(0)
+	go func() {
+		err := fn()
+		if c.state.CompareAndSwap(0, 1) {
+			c.done <- err
+			return
+		}
+		abandoned()
+		callPool.Put(c)
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	select {
+	case err := <-c.done:
+		t.Stop()
+		callPool.Put(c)
+		return err
+	case <-t.C:
+		if c.state.CompareAndSwap(0, 2) {
+			return errTimeout
+		}
+		err := <-c.done
+		callPool.Put(c)
+		return err
+	}
+}
+
+type callState struct {
+	state atomic.Int32 // 0 running, 1 answered, 2 abandoned
+	done  chan error
+}
+
+var callPool = sync.Pool{New: func() any { return &callState{done: make(chan error, 1)} }}
+
+var errTimeout = errors.New("deadline passed")
+
+// borrow takes an operation session, opening one if the slot has room,
+// waiting at most until deadline.
+func (s *slot) borrow(deadline time.Time) (*session, *Error) {
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case s.sem <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			s.throttled.Add(1)
+			return nil, &Error{Op: "borrow session", Slot: s.name, Err: ErrThrottled}
+		}
+	}
+	s.borrowed.Add(1)
+	gen := s.gen.Load()
+	s.idleMu.Lock()
+	for n := len(s.idle); n > 0; n = len(s.idle) {
+		sess := s.idle[n-1]
+		s.idle = s.idle[:n-1]
+		if sess.gen == gen {
+			s.idleMu.Unlock()
+			return sess, nil
+		}
+		_ = s.mod.ck.CloseSession(sess.h) // from before a reset
+	}
+	s.idleMu.Unlock()
+	var h pkcs11.SessionHandle
+	err := call(deadline, func() (err error) {
+		h, err = s.mod.ck.OpenSession(s.id, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		return err
+	}, func() {
+		if h != 0 {
+			_ = s.mod.ck.CloseSession(h)
+		}
+		s.borrowed.Add(-1)
+		s.abandoned.Add(-1)
+		<-s.sem
+	})
+	if err != nil {
+		if err == errTimeout {
+			s.abandoned.Add(1)
+			s.timeouts.Add(1)
+			s.quarantine("C_OpenSession timed out")
+			return nil, &Error{Op: "open session", Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
+		}
+		s.borrowed.Add(-1)
+		<-s.sem
+		e := wrapRV(err, opOther, "open session", s.name)
+		s.errs[e.Class].Add(1)
+		if e.Class == ClassDevice {
+			s.quarantine(e.Error())
+		}
+		return nil, e
+	}
+	return &session{h: h, gen: gen}, nil
+}
+
+// giveBack returns a healthy session to the idle list.
+func (s *slot) giveBack(sess *session) {
+	if sess.gen != s.gen.Load() {
+		s.evict(sess)
+		return
+	}
+	s.idleMu.Lock()
+	s.idle = append(s.idle, sess)
+	s.idleMu.Unlock()
+	s.borrowed.Add(-1)
+	<-s.sem
+}
+
+// evict closes a session that must not be reused.
+func (s *slot) evict(sess *session) {
+	_ = s.mod.ck.CloseSession(sess.h)
+	s.borrowed.Add(-1)
+	<-s.sem
+}
+
+// run borrows a session, runs fn on it within deadline, and settles the
+// session according to the outcome's class. fn returns raw PKCS#11 errors.
+func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.SessionHandle) error) *Error {
+	sess, perr := s.borrow(deadline)
+	if perr != nil {
+		return perr
+	}
+	start := time.Now()
+	err := call(deadline, func() error { return fn(sess.h) }, func() {
+		s.abandoned.Add(-1)
+		s.evict(sess)
+	})
+	if err == nil {
+		s.ops.Add(1)
+		s.latency.observe(time.Since(start))
+		s.giveBack(sess)
+		return nil
+	}
+	if err == errTimeout {
+		// The session stays borrowed until its call returns; the slot is
+		// suspect until a probe says otherwise.
+		s.abandoned.Add(1)
+		s.timeouts.Add(1)
+		s.quarantine(what + " timed out")
+		return &Error{Op: what, Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
+	}
+	e := wrapRV(err, op, what, s.name)
+	s.errs[e.Class].Add(1)
+	switch e.Class {
+	case ClassData, ClassUnsupported:
+		s.ops.Add(1)
+		s.giveBack(sess)
+		if e.RV == pkcs11.CKR_GENERAL_ERROR || e.RV == pkcs11.CKR_FUNCTION_FAILED {
+			// Probably a bad tag; a probe tells a failing device apart.
+			s.wake()
+		}
+	case ClassSession:
+		s.evict(sess)
+	case ClassDevice:
+		s.evict(sess)
+		s.quarantine(e.Error())
+	case ClassAuth:
+		s.evict(sess)
+		s.setState(StateFailed, e.Error())
+	}
+	return e
+}
+
+// onControl runs fn on the control session, waiting for its lock and for the
+// call at most until deadline.
+func (s *slot) onControl(deadline time.Time, op opKind, what string, fn func(c *control) error) *Error {
+	c := s.ctl.Load()
+	if c == nil {
+		return &Error{Op: what, Slot: s.name, Class: ClassDevice, Err: ErrUnavailable}
+	}
+	if !c.acquire(deadline) {
+		s.throttled.Add(1)
+		return &Error{Op: what, Slot: s.name, Err: ErrThrottled}
+	}
+	err := call(deadline, func() error { return fn(c) }, func() { s.releaseControl(c) })
+	if err == nil {
+		s.releaseControl(c)
+		return nil
+	}
+	if err == errTimeout {
+		s.timeouts.Add(1)
+		s.quarantine(what + " timed out")
+		return &Error{Op: what, Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
+	}
+	s.releaseControl(c)
+	e := wrapRV(err, op, what, s.name)
+	s.errs[e.Class].Add(1)
+	switch e.Class {
+	case ClassDevice, ClassSession:
+		// A broken control session breaks the slot: reset it.
+		e.Class = ClassDevice
+		s.quarantine(e.Error())
+	case ClassAuth:
+		s.setState(StateFailed, e.Error())
+	}
+	return e
+}
+
+// connect opens and logs in a new control session, finds the domain key and
+// computes its check value. It replaces (and retires) the old control
+// session. It returns the state the slot should be in.
+func (s *slot) connect(deadline time.Time) (State, string) {
+	ck := s.mod.ck
+	c := &control{lock: make(chan struct{}, 1)}
+	var kcv KCV
+	var state State
+	var reason string
+	err := call(deadline, func() error {
+		h, err := ck.OpenSession(s.id, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			return fmt.Errorf("C_OpenSession: %w", err)
+		}
+		c.h = h
+		s.logins.Add(1)
+		if err := ck.Login(h, pkcs11.CKU_USER, s.pin); err != nil && rvOf(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+			return fmt.Errorf("C_Login: %w", err)
+		}
+		dks, err := findObjects(ck, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, s.p.opts.DomainKeyLabel),
+		})
+		if err != nil {
+			return fmt.Errorf("find domain key: %w", err)
+		}
+		switch len(dks) {
+		case 0:
+			state, reason = StateNoDomainKey, "no domain key on the token"
+			return nil
+		case 1:
+		default:
+			state, reason = StateMismatch, fmt.Sprintf("%d objects labelled %q on the token", len(dks), s.p.opts.DomainKeyLabel)
+			return nil
+		}
+		c.dk = dks[0]
+		kcv, err = computeKCV(ck, h, c.dk)
+		if err != nil {
+			return fmt.Errorf("domain key check value: %w", err)
+		}
+		state = StateHealthy
+		return nil
+	}, func() {
+		if c.h != 0 {
+			_ = ck.CloseSession(c.h)
+		}
+	})
+	if err == errTimeout {
+		s.timeouts.Add(1)
+		return StateQuarantined, "connect timed out"
+	}
+	if err != nil {
+		if c.h != 0 {
+			_ = ck.CloseSession(c.h)
+		}
+		class, _ := classify(rvOf(errors.Unwrap(err)), opOther)
+		if class == ClassAuth {
+			return StateFailed, err.Error() + " (not retried, to avoid locking the token)"
+		}
+		return StateQuarantined, err.Error()
+	}
+	if state == StateHealthy {
+		s.kcv.Store(&kcv)
+		if want := s.p.expectedKCV(); want != nil && *want != kcv {
+			state, reason = StateMismatch, fmt.Sprintf("domain key check value %s, want %s", kcv, want)
+		}
+	}
+	if old := s.ctl.Swap(c); old != nil {
+		s.retire(old)
+	}
+	return state, reason
+}
+
+// releaseControl ends a call on c. A control session retired by a reset
+// meanwhile is closed, and its lock kept so that nothing uses it again.
+func (s *slot) releaseControl(c *control) {
+	if c.retired.Load() {
+		_ = s.mod.ck.CloseSession(c.h)
+		return
+	}
+	c.release()
+}
+
+// retire closes an old control session, or leaves that to the call still
+// running on it.
+func (s *slot) retire(c *control) {
+	c.retired.Store(true)
+	// A call running on c either ends within the timeout, and then the lock
+	// is ours to close c, or is hung, and then it closes c when it returns
+	// (it reads retired after we set it).
+	if c.acquire(time.Now().Add(s.p.opts.OpTimeout)) {
+		_ = s.mod.ck.CloseSession(c.h)
+		// Keep the lock: nothing may use a closed control session.
+	}
+}
+
+// reset throws away everything the slot built on its module (sessions,
+// unwrapped keys, the control session) and connects afresh.
+func (s *slot) reset(deadline time.Time) (State, string) {
+	s.gen.Add(1)
+	s.cache.purge()
+	s.idleMu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.idleMu.Unlock()
+	for _, sess := range idle {
+		_ = s.mod.ck.CloseSession(sess.h)
+	}
+	return s.connect(deadline)
+}
+
+// probe checks a slot: a cheap call on the control session and the domain
+// key's check value. A quarantined slot is reset first.
+func (s *slot) probe() {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	deadline := time.Now().Add(s.p.opts.OpTimeout)
+	switch s.State() {
+	case StateHealthy:
+		want := s.kcv.Load()
+		err := s.onControl(deadline, opOther, "health probe", func(c *control) error {
+			if _, err := s.mod.ck.GetSessionInfo(c.h); err != nil {
+				return err
+			}
+			got, err := computeKCV(s.mod.ck, c.h, c.dk)
+			if err != nil {
+				return err
+			}
+			if want == nil || got != *want {
+				return errKCVChanged
+			}
+			return nil
+		})
+		if err != nil {
+			s.quarantine("health probe: " + err.Error())
+		}
+	case StateQuarantined:
+		st, reason := s.reset(deadline)
+		if st == StateHealthy {
+			s.setState(StateHealthy, "probe passed after reset")
+			return
+		}
+		if st != StateQuarantined {
+			s.setState(st, reason)
+		} else {
+			s.reason.Store(&reason)
+		}
+	}
+}
+
+var errKCVChanged = &Error{Op: "health probe", Class: ClassDevice, Err: fmt.Errorf("%w: domain key check value changed", ErrUnavailable)}
+
+// prober probes the slot on a timer, sooner when woken, until stop closes.
+func (s *slot) prober(stop <-chan struct{}, done *sync.WaitGroup) {
+	defer done.Done()
+	t := time.NewTimer(s.p.opts.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		switch s.State() {
+		case StateHealthy, StateQuarantined:
+			s.probe()
+		}
+		next := s.p.opts.ProbeInterval
+		if s.State() == StateQuarantined {
+			next = s.p.opts.QuarantineProbeInterval
+		}
+		t.Reset(next)
+	}
+}
+
+// kcvKey is the fixed, public AES-256 key whose wrap under the domain key is
+// the domain key's check value. It reveals nothing: it is a known plaintext.
+var kcvKey = sha256.Sum256([]byte("hsmgate domain key check value v1"))
+
+// computeKCV wraps kcvKey under the domain key (deterministic with RFC 5649)
+// and hashes the result.
+func computeKCV(ck Cryptoki, h pkcs11.SessionHandle, dk pkcs11.ObjectHandle) (KCV, error) {
+	var kcv KCV
+	obj, err := ck.CreateObject(h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, kcvKey[:]),
+	})
+	if err != nil {
+		return kcv, err
+	}
+	defer ck.DestroyObject(h, obj)
+	wrapped, err := ck.WrapKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, dk, obj)
+	if err != nil {
+		return kcv, err
+	}
+	sum := sha256.Sum256(append([]byte("hsmgate-kcv"), wrapped...))
+	copy(kcv[:], sum[:])
+	return kcv, nil
+}
+
+func findObjects(ck Cryptoki, h pkcs11.SessionHandle, tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	if err := ck.FindObjectsInit(h, tmpl); err != nil {
+		return nil, err
+	}
+	var out []pkcs11.ObjectHandle
+	for {
+		objs, _, err := ck.FindObjects(h, 16)
+		if err != nil {
+			_ = ck.FindObjectsFinal(h)
+			return nil, err
+		}
+		out = append(out, objs...)
+		if len(objs) == 0 || len(out) > 64 {
+			break
+		}
+	}
+	return out, ck.FindObjectsFinal(h)
+}
+
+// ewma is an exponentially weighted moving average of latency in
+// nanoseconds, updated without locks. Methods take a pointer: a copy would
+// never see an update.
+type ewma struct{ bits atomic.Uint64 }
+
+const ewmaWeight = 0.1
+
+func (e *ewma) observe(d time.Duration) {
+	for {
+		old := e.bits.Load()
+		v := math.Float64frombits(old)
+		if v == 0 {
+			v = float64(d)
+		} else {
+			v += ewmaWeight * (float64(d) - v)
+		}
+		if e.bits.CompareAndSwap(old, math.Float64bits(v)) {
+			return
+		}
+	}
+}
+
+func (e *ewma) value() time.Duration { return time.Duration(math.Float64frombits(e.bits.Load())) }
