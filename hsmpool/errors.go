@@ -33,7 +33,7 @@ var (
 	// ErrTimeout: the HSM did not answer within the deadline.
 	ErrTimeout = errors.New("HSM call timed out")
 	// ErrUnavailable: no healthy slot can serve the request.
-	ErrUnavailable = errors.New("no healthy HSM slot")
+	ErrUnavailable = errors.New("HSM unavailable")
 	// ErrNotFound: a named slot, token or object does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrClosed: the pool has been closed.
@@ -115,12 +115,13 @@ func classify(rv uint, op opKind) (Class, error) {
 		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_ATTRIBUTE_VALUE_INVALID,
 		pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_TEMPLATE_INCOMPLETE,
 		pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_DOMAIN_PARAMS_INVALID,
-		pkcs11.CKR_BUFFER_TOO_SMALL, pkcs11.CKR_KEY_NOT_WRAPPABLE, pkcs11.CKR_KEY_UNEXTRACTABLE:
+		pkcs11.CKR_BUFFER_TOO_SMALL:
 		if op == opUnwrap {
 			return ClassData, ErrInvalidKeyBlob
 		}
 		return ClassData, ErrInvalidInput
 	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID,
+		pkcs11.CKR_KEY_NOT_WRAPPABLE, pkcs11.CKR_KEY_UNEXTRACTABLE,
 		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_CURVE_NOT_SUPPORTED:
 		return ClassUnsupported, ErrUnsupported
 

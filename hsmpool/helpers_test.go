@@ -59,3 +59,46 @@ func mustKey(t testing.TB, p *Pool, id string, spec KeySpec, usage Usage) *Key {
 	}
 	return k
 }
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func slotStatus(p *Pool, name string) SlotStatus {
+	for _, s := range p.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return SlotStatus{}
+}
+
+// singleSlotPool opens a second pool on the same module restricted to one
+// token, so a test can make sure an operation runs on that very slot.
+func singleSlotPool(t testing.TB, env *testenv.SoftHSM, label, kcv string) *Pool {
+	t.Helper()
+	p, err := Open(context.Background(), Options{
+		Modules:        []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}, Tokens: []TokenSelector{{Label: label}}}},
+		DomainKeyCheck: kcv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close %s: %v", label, err)
+		}
+	})
+	if p.Healthy() != 1 {
+		t.Fatalf("single-slot pool on %s not healthy: %+v", label, p.Status())
+	}
+	return p
+}

@@ -16,6 +16,9 @@ type Mechanisms struct {
 	info map[uint]pkcs11.MechanismInfo
 	// OAEPHashes is the set of OAEP hashes the module accepted in a probe.
 	oaepSHA1, oaepSHA256 bool
+	// unwrappable lists key specs whose generated private keys the module
+	// refused to wrap in a probe (SoftHSM 2.6 can't wrap Ed25519 keys).
+	unwrappable map[KeySpec]bool
 }
 
 // Has reports whether the module lists the mechanism.
@@ -88,6 +91,9 @@ func (m *Mechanisms) capabilities() Capabilities {
 		c.KeyGen[s] = m.Has(pkcs11.CKM_EC_KEY_PAIR_GEN)
 	}
 	c.KeyGen[Ed25519] = m.Has(ckmECEdwardsKeyPairGen)
+	for spec := range m.unwrappable {
+		c.KeyGen[spec] = false
+	}
 	return c
 }
 
@@ -126,7 +132,7 @@ func (c Capabilities) Supports(spec KeySpec, usage Usage) error {
 		return errors.New("module lacks CKM_AES_KEY_WRAP_PAD, needed to wrap every key under the domain key")
 	}
 	if !c.KeyGen[spec] {
-		return fmt.Errorf("module cannot generate %s keys", spec)
+		return fmt.Errorf("module cannot generate %s keys that can be wrapped under the domain key", spec)
 	}
 	var ok bool
 	var need string
@@ -193,6 +199,17 @@ func detectMechanisms(ck Cryptoki, slotID uint, h pkcs11.SessionHandle) (*Mechan
 		}
 		m.info[mech.Mechanism] = info
 	}
+	m.unwrappable = map[KeySpec]bool{}
+	if m.Has(pkcs11.CKM_AES_KEY_WRAP_PAD) {
+		for _, spec := range []KeySpec{ECP256, Ed25519} {
+			if m.Has(keyPairMechanism(spec)) && !probeWrap(ck, h, spec) {
+				m.unwrappable[spec] = true
+				if spec == ECP256 {
+					m.unwrappable[ECP384], m.unwrappable[ECP521] = true, true
+				}
+			}
+		}
+	}
 	if m.Has(pkcs11.CKM_RSA_PKCS_OAEP) {
 		m.oaepSHA1 = probeOAEP(ck, h, pkcs11.CKM_SHA_1)
 		m.oaepSHA256 = probeOAEP(ck, h, pkcs11.CKM_SHA256)
@@ -222,6 +239,42 @@ func probeOAEP(ck Cryptoki, h pkcs11.SessionHandle, hash uint) bool {
 	}
 	_, err = ck.Encrypt(h, []byte{1})
 	return err == nil
+}
+
+// probeWrap generates a throwaway key pair of spec and a throwaway AES key,
+// all session objects, and reports whether the module wraps the private key
+// with CKM_AES_KEY_WRAP_PAD, as every key version must be.
+func probeWrap(ck Cryptoki, h pkcs11.SessionHandle, spec KeySpec) bool {
+	wk, err := ck.GenerateKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+	})
+	if err != nil {
+		return false
+	}
+	defer ck.DestroyObject(h, wk)
+	pub, priv, err := ck.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(keyPairMechanism(spec), nil)},
+		publicGenTemplate(spec, UsageSign), privateTemplate(spec, UsageSign, true))
+	if err != nil {
+		return false
+	}
+	defer ck.DestroyObject(h, pub)
+	defer ck.DestroyObject(h, priv)
+	_, err = ck.WrapKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, wk, priv)
+	return err == nil
+}
+
+func keyPairMechanism(spec KeySpec) uint {
+	switch {
+	case spec.isRSA():
+		return pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN
+	case spec == Ed25519:
+		return ckmECEdwardsKeyPairGen
+	}
+	return pkcs11.CKM_EC_KEY_PAIR_GEN
 }
 
 func oaepMechanism(hash uint) *pkcs11.Mechanism {

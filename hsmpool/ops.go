@@ -91,14 +91,7 @@ func (p *Pool) GenerateKey(ctx context.Context, spec KeySpec, usage Usage) (*Gen
 				priv, err = ck.GenerateKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)},
 					append(privateTemplate(spec, usage, true), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, spec.hmacKeyLen())))
 			default:
-				mech := uint(pkcs11.CKM_EC_KEY_PAIR_GEN)
-				switch {
-				case spec.isRSA():
-					mech = pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN
-				case spec == Ed25519:
-					mech = ckmECEdwardsKeyPairGen
-				}
-				pub, priv, err = ck.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)},
+				pub, priv, err = ck.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(keyPairMechanism(spec), nil)},
 					publicGenTemplate(spec, usage), privateTemplate(spec, usage, true))
 			}
 			if err != nil {

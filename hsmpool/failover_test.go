@@ -1,0 +1,257 @@
+package hsmpool
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// load runs n goroutines doing verified encrypt/decrypt and sign operations
+// until stop is closed, and reports every failure.
+type load struct {
+	ok, failed atomic.Int64
+	errs       chan error
+	wg         sync.WaitGroup
+	stop       chan struct{}
+}
+
+func startLoad(t *testing.T, p *Pool, n int, deadline time.Duration, aes, ec *Key) *load {
+	l := &load{errs: make(chan error, 64), stop: make(chan struct{})}
+	for g := 0; g < n; g++ {
+		l.wg.Add(1)
+		go func(g int) {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				err := oneVerifiedOp(ctx, p, aes, ec, g, i)
+				cancel()
+				if err != nil {
+					l.failed.Add(1)
+					select {
+					case l.errs <- err:
+					default:
+					}
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		}(g)
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	close(l.errs)
+	for err := range l.errs {
+		t.Errorf("request failed under load: %v", err)
+	}
+	if l.ok.Load() == 0 {
+		t.Error("no request succeeded")
+	}
+}
+
+func oneVerifiedOp(ctx context.Context, p *Pool, aes, ec *Key, g, i int) error {
+	msg := []byte(fmt.Sprintf("goroutine %d op %d", g, i))
+	if (g+i)%3 == 2 {
+		sig, err := p.SignMessage(ctx, ec, ECDSAWithSHA256, msg)
+		if err != nil {
+			return fmt.Errorf("sign: %w", err)
+		}
+		d := sha256.Sum256(msg)
+		if !ecdsa.VerifyASN1(ec.Public().(*ecdsa.PublicKey), d[:], sig) {
+			return errors.New("signature does not verify")
+		}
+		return nil
+	}
+	iv, ct, err := p.EncryptGCM(ctx, aes, msg, msg[:4])
+	if err != nil {
+		return fmt.Errorf("encrypt: %w", err)
+	}
+	pt, err := p.DecryptGCM(ctx, aes, iv, ct, msg[:4])
+	if err != nil {
+		return fmt.Errorf("decrypt: %w", err)
+	}
+	if !bytes.Equal(pt, msg) {
+		return errors.New("round trip changed the plaintext")
+	}
+	return nil
+}
+
+func TestConcurrentMixedOperations(t *testing.T) {
+	p, _ := newTestPool(t, 4, nil)
+	ctx := context.Background()
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	ec := mustKey(t, p, "ec", ECP256, UsageSign)
+	hm := mustKey(t, p, "hmac", HMAC256, UsageMAC)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				err := oneVerifiedOp(ctx, p, aes, ec, g, i)
+				if err == nil && i%5 == 0 {
+					var mac []byte
+					mac, err = p.GenerateMAC(ctx, hm, []byte{byte(g), byte(i)})
+					if err == nil {
+						err = p.VerifyMAC(ctx, hm, []byte{byte(g), byte(i)}, mac)
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var served int
+	for _, st := range p.Status() {
+		if st.Ops > 0 {
+			served++
+		}
+		if st.InFlight != 0 || st.Borrowed != 0 {
+			t.Errorf("slot %s: in flight %d, borrowed %d after the load", st.Name, st.InFlight, st.Borrowed)
+		}
+		if st.Idle > st.MaxSessions {
+			t.Errorf("slot %s: %d idle sessions, cap %d", st.Name, st.Idle, st.MaxSessions)
+		}
+	}
+	if served != 4 {
+		t.Errorf("%d of 4 slots served requests: routing does not spread load", served)
+	}
+}
+
+func TestFailoverOnDeviceError(t *testing.T) {
+	p, _ := newTestPool(t, 4, func(o *Options) { o.QuarantineProbeInterval = time.Hour })
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	ec := mustKey(t, p, "ec", ECP256, UsageSign)
+	l := startLoad(t, p, 8, 5*time.Second, aes, ec)
+	eventually(t, 5*time.Second, "load to reach every slot", func() bool { return slotStatus(p, "tok-1").Ops > 10 })
+
+	if err := p.InjectFault("tok-1", FaultDeviceError); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "tok-1 quarantined", func() bool { return slotStatus(p, "tok-1").State == StateQuarantined })
+	okAt := l.ok.Load()
+	eventually(t, 5*time.Second, "progress without tok-1", func() bool { return l.ok.Load() > okAt+200 })
+	// Still broken: a probe keeps it out.
+	if st, _ := p.ProbeSlot("tok-1"); st != StateQuarantined {
+		t.Fatalf("probe of a failing slot gave %v", st)
+	}
+	opsWhileOut := slotStatus(p, "tok-1").Ops
+
+	if err := p.InjectFault("tok-1", FaultNone); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := p.ProbeSlot("tok-1"); st != StateHealthy {
+		t.Fatalf("after the fault cleared, probe gave %v: %+v", st, slotStatus(p, "tok-1"))
+	}
+	eventually(t, 5*time.Second, "tok-1 serving again", func() bool { return slotStatus(p, "tok-1").Ops > opsWhileOut+10 })
+	l.finish(t)
+	st := slotStatus(p, "tok-1")
+	if st.Errors["device"] == 0 {
+		t.Errorf("no device error counted: %+v", st)
+	}
+	if st.CachedKeys > 2 {
+		t.Errorf("cache not rebuilt after reset: %d keys", st.CachedKeys)
+	}
+}
+
+func TestFailoverOnHang(t *testing.T) {
+	p, _ := newTestPool(t, 4, func(o *Options) { o.OpTimeout = 400 * time.Millisecond })
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	ec := mustKey(t, p, "ec", ECP256, UsageSign)
+	const deadline = 2 * time.Second
+	l := startLoad(t, p, 8, deadline, aes, ec)
+	eventually(t, 5*time.Second, "load to reach tok-2", func() bool { return slotStatus(p, "tok-2").Ops > 10 })
+
+	if err := p.InjectFault("tok-2", FaultHang); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "tok-2 quarantined", func() bool { return slotStatus(p, "tok-2").State == StateQuarantined })
+	okAt := l.ok.Load()
+	eventually(t, 5*time.Second, "progress without tok-2", func() bool { return l.ok.Load() > okAt+200 })
+	if st := slotStatus(p, "tok-2"); st.Abandoned == 0 || st.Timeouts == 0 {
+		t.Errorf("a hung call should leave an abandoned session: %+v", st)
+	}
+	// The background prober keeps failing against the hang.
+	if st := slotStatus(p, "tok-2"); st.State != StateQuarantined {
+		t.Fatalf("hung slot is %v", st.State)
+	}
+
+	if err := p.InjectFault("tok-2", FaultNone); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "tok-2 re-admitted by the prober", func() bool { return slotStatus(p, "tok-2").State == StateHealthy })
+	eventually(t, 5*time.Second, "abandoned calls to return", func() bool { return slotStatus(p, "tok-2").Abandoned == 0 })
+	l.finish(t)
+}
+
+func TestSessionErrorsEvictAndRetry(t *testing.T) {
+	p, _ := newTestPool(t, 2, nil)
+	ctx := context.Background()
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	// Warm both slots' sessions and key caches.
+	for i := 0; i < 20; i++ {
+		if _, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.InjectFault("tok-0", FaultSessionInvalid); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if _, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil); err != nil {
+			t.Fatalf("request %d failed despite a healthy second slot: %v", i, err)
+		}
+	}
+	st := slotStatus(p, "tok-0")
+	if st.Errors["session"] == 0 {
+		t.Fatalf("no session error counted on tok-0: %+v", st)
+	}
+	if st.Idle != 0 || st.Borrowed != 0 {
+		t.Errorf("tok-0 kept sessions that failed: idle %d borrowed %d", st.Idle, st.Borrowed)
+	}
+	if err := p.InjectFault("tok-0", FaultNone); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionCountIsRetriedElsewhere(t *testing.T) {
+	p, _ := newTestPool(t, 2, nil)
+	ctx := context.Background()
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	if err := p.InjectFault("tok-1", FaultSessionCount); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		if _, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if st := slotStatus(p, "tok-1"); st.Errors["session"] == 0 || st.Borrowed != 0 {
+		t.Errorf("tok-1: %+v", st)
+	}
+	_ = p.InjectFault("tok-1", FaultNone)
+}
