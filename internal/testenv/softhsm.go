@@ -52,9 +52,9 @@ func Missing(t testing.TB, what, debianPackage string) {
 
 // Token is one SoftHSM token made for a test.
 type Token struct {
-	Label  string
-	PIN    string
-	SOPIN  string
+	Label string
+	PIN   string
+	SOPIN string
 }
 
 // SoftHSM is a set of freshly initialised SoftHSM2 tokens private to one test.
