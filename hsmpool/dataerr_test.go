@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,7 +98,7 @@ func TestWrongPINIsTriedOnce(t *testing.T) {
 		if st.State != StateFailed || st.Logins != 1 {
 			t.Errorf("slot %s: state %v, %d login attempts (want failed, 1): %s", st.Name, st.State, st.Logins, st.Reason)
 		}
-		if contains(st.Reason, "not-the-pin") {
+		if strings.Contains(st.Reason, "not-the-pin") {
 			t.Errorf("reason leaks the PIN: %s", st.Reason)
 		}
 	}
@@ -115,19 +116,6 @@ func TestWrongPINIsTriedOnce(t *testing.T) {
 			t.Errorf("slot %s locked after one wrong PIN: %s", st.Name, st.Reason)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	return len(sub) > 0 && len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 // When every session is busy a caller waits until its deadline, then gets
@@ -208,6 +196,9 @@ func TestDomainKeyMismatchIsRefused(t *testing.T) {
 	if p.Healthy() != 2 {
 		t.Fatalf("healthy = %d, want 2", p.Healthy())
 	}
+	if err := p.ProvisionDomainKey(context.Background(), make([]byte, 32)); err == nil {
+		t.Error("provisioning with no slot lacking a domain key succeeded")
+	}
 	// Without a configured check value the majority wins.
 	p.Close()
 	q, err := Open(context.Background(), Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}})
@@ -236,9 +227,51 @@ func TestOpenErrors(t *testing.T) {
 				p.Close()
 				t.Fatal("Open succeeded")
 			}
-			if contains(err.Error(), env.PIN) {
+			if strings.Contains(err.Error(), env.PIN) {
 				t.Errorf("error leaks the PIN: %v", err)
 			}
 		})
+	}
+}
+
+// A slot added later gets the domain key only from the same material (as
+// recovered by officers); other material is refused and removed.
+func TestProvisionNewSlot(t *testing.T) {
+	env := testenv.NewSoftHSM(t, 3)
+	ctx := context.Background()
+	two, err := Open(ctx, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile},
+		Tokens: []TokenSelector{{Label: "tok-0"}, {Label: "tok-1"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	material, _ := NewDomainKeyMaterial()
+	if err := two.ProvisionDomainKey(ctx, append([]byte(nil), material...)); err != nil {
+		t.Fatal(err)
+	}
+	want := two.DomainKeyCheck()
+	if err := two.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err := Open(ctx, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}, DomainKeyCheck: want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if st := slotStatus(p, "tok-2").State; st != StateNoDomainKey {
+		t.Fatalf("new token is %v", st)
+	}
+	other, _ := NewDomainKeyMaterial()
+	if err := p.ProvisionDomainKey(ctx, other); err == nil {
+		t.Fatal("provisioning a different domain key succeeded")
+	}
+	if st := slotStatus(p, "tok-2"); st.State != StateNoDomainKey {
+		t.Fatalf("after refused material tok-2 is %v (%s)", st.State, st.Reason)
+	}
+	if err := p.ProvisionDomainKey(ctx, material); err != nil {
+		t.Fatal(err)
+	}
+	if st := slotStatus(p, "tok-2"); st.State != StateHealthy || st.DomainKey != want {
+		t.Fatalf("tok-2 after provisioning: %v %s", st.State, st.DomainKey)
 	}
 }

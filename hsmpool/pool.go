@@ -520,6 +520,16 @@ func (p *Pool) ProvisionDomainKey(ctx context.Context, material []byte) error {
 		}
 		s.resetMu.Lock()
 		st, reason := s.reset(deadline)
+		if st == StateMismatch {
+			// Not the pool's domain key: take it off the token again.
+			_ = s.onControl(deadline, opOther, "remove mismatched domain key", func(c *control) error {
+				return s.mod.ck.DestroyObject(c.h, c.dk)
+			})
+			st, reason = s.reset(deadline)
+			s.resetMu.Unlock()
+			s.setState(st, reason)
+			return fmt.Errorf("hsmpool: slot %s: the material's check value differs from the pool's domain key %s; nothing was kept", s.name, p.DomainKeyCheck())
+		}
 		s.resetMu.Unlock()
 		s.setState(st, reason)
 		if st == StateHealthy && s.mechs == nil {

@@ -1,0 +1,167 @@
+package hsmpool
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// The benchmarks compare each operation through the pool with the same
+// operation made by raw miekg/pkcs11 calls on one dedicated session per
+// goroutine (the ceiling), on the same tokens at the same parallelism. Run:
+//
+//	go test ./hsmpool -run '^$' -bench . -benchtime 2s
+//
+// and compare Pool with Raw in each group (docs/performance.md).
+
+const benchParallelism = 4 // goroutines per GOMAXPROCS
+
+type benchOp struct {
+	name  string
+	spec  KeySpec
+	usage Usage
+	pool  func(ctx context.Context, p *Pool, k *Key) error
+	raw   func(ck *pkcs11.Ctx, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) error
+}
+
+var (
+	small   = make([]byte, 32)
+	large   = make([]byte, 4096)
+	digest  = sha256.Sum256([]byte("benchmark"))
+	benchIV = make([]byte, 12)
+)
+
+func gcmRaw(data []byte) func(ck *pkcs11.Ctx, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) error {
+	return func(ck *pkcs11.Ctx, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) error {
+		params := pkcs11.NewGCMParams(benchIV, nil, 128)
+		defer params.Free()
+		if err := ck.EncryptInit(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, obj); err != nil {
+			return err
+		}
+		_, err := ck.Encrypt(h, data)
+		return err
+	}
+}
+
+func signRaw(mech uint, in []byte) func(ck *pkcs11.Ctx, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) error {
+	return func(ck *pkcs11.Ctx, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) error {
+		if err := ck.SignInit(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, obj); err != nil {
+			return err
+		}
+		_, err := ck.Sign(h, in)
+		return err
+	}
+}
+
+var benchOps = []benchOp{
+	{"EncryptGCM32", AES256, UsageEncrypt, func(ctx context.Context, p *Pool, k *Key) error {
+		_, _, err := p.EncryptGCM(ctx, k, small, nil)
+		return err
+	}, gcmRaw(small)},
+	{"EncryptGCM4K", AES256, UsageEncrypt, func(ctx context.Context, p *Pool, k *Key) error {
+		_, _, err := p.EncryptGCM(ctx, k, large, nil)
+		return err
+	}, gcmRaw(large)},
+	{"SignECDSAP256", ECP256, UsageSign, func(ctx context.Context, p *Pool, k *Key) error {
+		_, err := p.SignDigest(ctx, k, ECDSAWithSHA256, digest[:])
+		return err
+	}, signRaw(pkcs11.CKM_ECDSA, digest[:])},
+	{"SignRSA2048", RSA2048, UsageSign, func(ctx context.Context, p *Pool, k *Key) error {
+		_, err := p.SignDigest(ctx, k, RSAPKCS1v15WithSHA256, digest[:])
+		return err
+	}, signRaw(pkcs11.CKM_RSA_PKCS, append(append([]byte(nil), digestInfoPrefix[crypto.SHA256]...), digest[:]...))},
+	{"HMACSHA256", HMAC256, UsageMAC, func(ctx context.Context, p *Pool, k *Key) error {
+		_, err := p.GenerateMAC(ctx, k, small)
+		return err
+	}, signRaw(pkcs11.CKM_SHA256_HMAC, small)},
+}
+
+func BenchmarkOps(b *testing.B) {
+	p, _ := newTestPool(b, 4, func(o *Options) { o.FaultInjection = false })
+	for _, op := range benchOps {
+		k := mustKey(b, p, op.name, op.spec, op.usage)
+		b.Run(op.name+"/Pool", func(b *testing.B) { benchPool(b, p, k, op) })
+		b.Run(op.name+"/Raw", func(b *testing.B) { benchRaw(b, p, k, op) })
+	}
+}
+
+// BenchmarkSlots shows that adding slots does not lower throughput.
+func BenchmarkSlots(b *testing.B) {
+	p, env := newTestPool(b, 4, func(o *Options) { o.FaultInjection = false })
+	k := mustKey(b, p, "aes", AES256, UsageEncrypt)
+	for _, n := range []int{1, 2, 4} {
+		sub, err := Open(context.Background(), Options{
+			Modules:        []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}, Tokens: selectors(env.Labels()[:n])}},
+			DomainKeyCheck: p.DomainKeyCheck(),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("EncryptGCM32/slots=%d", n), func(b *testing.B) { benchPool(b, sub, k, benchOps[0]) })
+		if err := sub.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func selectors(labels []string) []TokenSelector {
+	out := make([]TokenSelector, len(labels))
+	for i, l := range labels {
+		out[i].Label = l
+	}
+	return out
+}
+
+func benchPool(b *testing.B, p *Pool, k *Key, op benchOp) {
+	ctx := context.Background()
+	if err := op.pool(ctx, p, k); err != nil { // warm the key caches
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op.pool(ctx, p, k); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// benchRaw gives each goroutine its own session on the pool's tokens in
+// turn, with the key unwrapped into it, and calls miekg/pkcs11 directly.
+func benchRaw(b *testing.B, p *Pool, k *Key, op benchOp) {
+	ck := p.modules[0].raw
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := p.slots[int(next.Add(1))%len(p.slots)]
+		h, err := ck.OpenSession(s.id, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer ck.CloseSession(h)
+		obj, err := ck.UnwrapKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)},
+			s.ctl.Load().dk, k.blob.Wrapped, privateTemplate(k.blob.Spec, k.blob.Usage, false))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for pb.Next() {
+			if err := op.raw(ck, h, obj); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
