@@ -241,10 +241,12 @@ func TestSessionErrorsEvictAndRetry(t *testing.T) {
 func TestSessionCountIsRetriedElsewhere(t *testing.T) {
 	p, _ := newTestPool(t, 2, nil)
 	ctx := context.Background()
-	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	// No operation session is open yet (setup uses only the control
+	// sessions), so every operation routed to tok-1 must open one.
 	if err := p.InjectFault("tok-1", FaultSessionCount); err != nil {
 		t.Fatal(err)
 	}
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
 	for i := 0; i < 30; i++ {
 		if _, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil); err != nil {
 			t.Fatalf("request %d: %v", i, err)

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/hsmgate/hsmgate/hsmpool"
+	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/softhsm"
+)
+
+// installSoftHSM is the command that installs SoftHSM2 on Debian.
+const installSoftHSM = "apt-get install -y softhsm2"
+
+// maxDevTokens bounds --tokens: a development pool needs a handful.
+const maxDevTokens = 64
+
+// runInit creates a development pool in dataDir: n SoftHSM2 tokens under
+// <data>/softhsm, the user PIN in <data>/softhsm/user.pin, and
+// <data>/hsmgate.toml pointing at them. It then provisions one freshly drawn
+// domain key on every token and records the pool's domain key check value in
+// the configuration. The domain key's plaintext exists only in this
+// process's memory while it is copied into the tokens; it is never written
+// anywhere.
+//
+// A plaintext PIN file is a development convenience only: on a production
+// gateway the PIN comes from pin_env (and, in a later version, is sealed to
+// the TPM). See docs/configuration.md.
+//
+// It refuses a data folder that already has a configuration: that folder
+// holds a pool whose keys must not be replaced by accident.
+func runInit(ctx context.Context, dataDir string, n int, w io.Writer, log *slog.Logger) (err error) {
+	if n < 1 || n > maxDevTokens {
+		return fmt.Errorf("init: --tokens %d: want between 1 and %d", n, maxDevTokens)
+	}
+	dataDir, err = filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("init: resolve data folder: %w", err)
+	}
+	if ok, err := config.Exists(dataDir); err != nil {
+		return fmt.Errorf("init: %w", err)
+	} else if ok {
+		return fmt.Errorf("init: %s already holds a configured pool (%s); init never overwrites one. "+
+			"Use that pool, or choose another --data folder", dataDir, config.FileName)
+	}
+
+	util, module, err := findSoftHSM()
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := prepareDataDir(dataDir); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	softDir := filepath.Join(dataDir, "softhsm")
+	if _, err := os.Stat(softDir); err == nil {
+		return fmt.Errorf("init: %s exists but %s does not: an earlier init did not finish. Remove %s and run init again",
+			softDir, config.FileName, softDir)
+	}
+	// Until the configuration is written nothing refers to the tokens, so a
+	// failed init removes them and can simply be run again.
+	defer func() {
+		if err != nil {
+			if rmErr := os.RemoveAll(softDir); rmErr != nil {
+				err = errors.Join(err, fmt.Errorf("init: clean up %s: %w", softDir, rmErr))
+			}
+		}
+	}()
+
+	fmt.Fprintf(w, "Creating %d SoftHSM2 tokens in %s\n", n, softDir)
+	soft, err := softhsm.Create(util, module, softDir, "hsmgate", n)
+	if err != nil {
+		return fmt.Errorf("init: create SoftHSM2 tokens: %w", err)
+	}
+	cfg, err := devConfig(dataDir, soft)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+
+	kcv, err := provisionDomainKey(ctx, cfg, n, log)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	cfg.Pool.DomainKeyCheck = kcv
+	if err := cfg.Write(); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+
+	fmt.Fprintf(w, "Provisioned the domain key on %d slots (check value %s)\n", n, kcv)
+	fmt.Fprintf(w, "Wrote %s\n", config.Path(dataDir))
+	fmt.Fprintf(w, "Note: the tokens' user PIN is in plaintext in %s: fine for development, never for production.\n", soft.PINFile)
+	fmt.Fprintln(w, "Next: hsmgate pool check")
+	return nil
+}
+
+// findSoftHSM returns the paths of softhsm2-util and of the SoftHSM2 PKCS#11
+// module, or an error that says how to install them.
+func findSoftHSM() (util, module string, err error) {
+	util, err = exec.LookPath("softhsm2-util")
+	if err != nil {
+		return "", "", fmt.Errorf("softhsm2-util is not on PATH; install SoftHSM2 with:\n  %s", installSoftHSM)
+	}
+	module = softhsm.Module()
+	if module == "" {
+		return "", "", fmt.Errorf("the SoftHSM2 PKCS#11 module (libsofthsm2.so) was not found; install SoftHSM2 with:\n  %s", installSoftHSM)
+	}
+	if _, err := os.Stat(module); err != nil {
+		return "", "", fmt.Errorf("the SoftHSM2 PKCS#11 module %s is missing (%w); install SoftHSM2 with:\n  %s", module, err, installSoftHSM)
+	}
+	return util, module, nil
+}
+
+// prepareDataDir creates the data folder with mode 0700, or checks that an
+// existing one is a folder no other user can read. It never loosens or
+// tightens an existing folder's mode: that folder may be something else.
+func prepareDataDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create data folder: %w", err)
+		}
+		// MkdirAll's mode passes through the umask; make sure of 0700.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("create data folder: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("check data folder: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("data folder %s is not a folder", dir)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("data folder %s can be opened by other users (mode %04o): run `chmod 700 %s` or choose a new folder",
+			dir, fi.Mode().Perm(), dir)
+	}
+	return nil
+}
+
+// devConfig describes the SoftHSM2 tokens soft in a configuration whose
+// paths are relative to the data folder, so the folder can be used from
+// any working directory.
+func devConfig(dataDir string, soft *softhsm.Tokens) (*config.Config, error) {
+	pinFile, err := filepath.Rel(dataDir, soft.PINFile)
+	if err != nil {
+		return nil, fmt.Errorf("locate PIN file: %w", err)
+	}
+	conf, err := filepath.Rel(dataDir, soft.Conf)
+	if err != nil {
+		return nil, fmt.Errorf("locate SoftHSM2 configuration: %w", err)
+	}
+	m := config.Module{
+		Path:    soft.Module,
+		PINFile: pinFile, // development only: see the note on runInit
+		// "./" marks the value as a path relative to the data folder.
+		Env: map[string]string{"SOFTHSM2_CONF": "./" + filepath.ToSlash(conf)},
+	}
+	for _, label := range soft.Labels() {
+		m.Tokens = append(m.Tokens, config.Token{Label: label})
+	}
+	return &config.Config{Dir: dataDir, Pool: config.Pool{Modules: []config.Module{m}}}, nil
+}
+
+// provisionDomainKey opens the pool cfg describes (n fresh tokens), puts one
+// new domain key into every slot, and returns the pool's check value.
+func provisionDomainKey(ctx context.Context, cfg *config.Config, n int, log *slog.Logger) (kcv string, err error) {
+	opts, err := cfg.PoolOptions(log)
+	if err != nil {
+		return "", err
+	}
+	p, err := hsmpool.Open(ctx, opts)
+	if err != nil {
+		return "", fmt.Errorf("open the new pool: %w", err)
+	}
+	defer func() {
+		if cerr := p.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close the pool: %w", cerr))
+		}
+	}()
+	for _, st := range p.Status() {
+		if st.State != hsmpool.StateNoDomainKey {
+			return "", fmt.Errorf("new slot %s is %s, want %s: %s", st.Name, st.State, hsmpool.StateNoDomainKey, st.Reason)
+		}
+	}
+
+	dk, err := hsmpool.NewDomainKeyMaterial()
+	if err != nil {
+		return "", fmt.Errorf("draw domain key: %w", err)
+	}
+	err = p.ProvisionDomainKey(ctx, dk)
+	clear(dk) // the tokens hold it now; zero the Go copy
+	if err != nil {
+		return "", fmt.Errorf("provision domain key: %w", err)
+	}
+
+	if h := p.Healthy(); h != n {
+		return "", fmt.Errorf("after provisioning the domain key %d of %d slots are healthy: %s", h, n, describeUnhealthy(p.Status()))
+	}
+	kcv = p.DomainKeyCheck()
+	if kcv == "" {
+		return "", errors.New("the pool reports no domain key check value after provisioning")
+	}
+	return kcv, nil
+}
+
+// describeUnhealthy lists the slots that are not healthy, with their reasons.
+func describeUnhealthy(sts []hsmpool.SlotStatus) string {
+	var out string
+	for _, st := range sts {
+		if st.State == hsmpool.StateHealthy {
+			continue
+		}
+		if out != "" {
+			out += "; "
+		}
+		out += fmt.Sprintf("%s is %s", st.Name, st.State)
+		if st.Reason != "" {
+			out += " (" + st.Reason + ")"
+		}
+	}
+	return out
+}

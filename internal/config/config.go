@@ -1,0 +1,320 @@
+// Package config reads and writes the gateway's configuration file,
+// <data>/hsmgate.toml, and turns it into the options of the packages it
+// configures (today hsmpool.Options).
+//
+// The file is TOML. Every key is documented, with a commented example, in
+// docs/configuration.md. Loading is strict: a key this package does not know
+// is an error rather than silently ignored, so that a misspelt setting (say
+// "op_timout") can't leave a default in force unnoticed.
+//
+// Paths in the file may be relative. They are resolved against the data
+// folder the file was loaded from, never against the working directory, so
+// that the same data folder works whoever starts the gateway and from
+// where. The Config keeps them as written, so that Write puts back what Load
+// read.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/hsmgate/hsmgate/hsmpool"
+)
+
+// FileName is the name of the configuration file inside the data folder.
+const FileName = "hsmgate.toml"
+
+// Config is the whole configuration file.
+type Config struct {
+	// Dir is the data folder the file lives in; relative paths in the file
+	// resolve against it. It is not stored in the file: Load sets it, and
+	// Write writes to Dir/hsmgate.toml.
+	Dir string `toml:"-"`
+
+	// Pool is the [pool] section: the PKCS#11 slots and how they are used.
+	Pool Pool `toml:"pool"`
+}
+
+// Pool is the [pool] section. Each field maps onto the hsmpool.Options field
+// of the same meaning; a zero or absent value means hsmpool's default.
+type Pool struct {
+	SessionsPerSlot         int      `toml:"sessions_per_slot,omitzero"`
+	OpTimeout               Duration `toml:"op_timeout,omitempty"`
+	KeyGenTimeout           Duration `toml:"keygen_timeout,omitempty"`
+	ProbeInterval           Duration `toml:"probe_interval,omitempty"`
+	QuarantineProbeInterval Duration `toml:"quarantine_probe_interval,omitempty"`
+	KeyCacheSize            int      `toml:"key_cache_size,omitzero"`
+	DomainKeyLabel          string   `toml:"domain_key_label,omitempty"`
+	// DomainKeyCheck is the check value of the domain key recorded by
+	// `hsmgate init`. A slot whose domain key differs is refused.
+	DomainKeyCheck string `toml:"domain_key_check,omitempty"`
+
+	// Modules are the [[pool.modules]] entries, one per PKCS#11 library.
+	Modules []Module `toml:"modules"`
+}
+
+// Module is one [[pool.modules]] entry.
+type Module struct {
+	// Path of the PKCS#11 shared library (absolute, or relative to the data
+	// folder).
+	Path string `toml:"path"`
+	// Tokens to use; empty means every initialised token of the module.
+	Tokens []Token `toml:"tokens,omitempty"`
+	// PINFile is a file holding the user PIN shared by the module's tokens.
+	// A plaintext PIN file is a development convenience; see
+	// docs/configuration.md.
+	PINFile string `toml:"pin_file,omitempty"`
+	// PINEnv names an environment variable holding the user PIN.
+	PINEnv string `toml:"pin_env,omitempty"`
+	// Env is set in the process environment before the module is loaded
+	// (many modules read their own configuration file from a variable, as
+	// SoftHSM2 reads SOFTHSM2_CONF). A value starting with "./" or "../" is
+	// a path relative to the data folder.
+	Env map[string]string `toml:"env,omitempty"`
+}
+
+// Token selects one token by label or by serial number, never both.
+type Token struct {
+	Label  string `toml:"label,omitempty"`
+	Serial string `toml:"serial,omitempty"`
+}
+
+// MarshalTOML writes the token as an inline table, {label = "…"}, so that a
+// module's tokens read as one line rather than one [[table]] each.
+func (t Token) MarshalTOML() ([]byte, error) {
+	type plain Token // without this method, so Marshal doesn't recurse
+	b, err := toml.Marshal(plain(t))
+	if err != nil {
+		return nil, err
+	}
+	// One "key = value" line per set field; TOML strings never hold a raw
+	// newline, so splitting on it is safe.
+	return []byte("{" + strings.Join(strings.Split(strings.TrimSpace(string(b)), "\n"), ", ") + "}"), nil
+}
+
+// Duration is a time.Duration written in the file as a Go duration string
+// such as "2s" or "1m30s". A bare number is refused: it would otherwise be
+// taken as nanoseconds, which is never what a person means.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	s := string(b)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: want a number with a unit, such as \"2s\" or \"500ms\"", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration in the form UnmarshalText reads.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Path returns the configuration file's path inside dataDir.
+func Path(dataDir string) string { return filepath.Join(dataDir, FileName) }
+
+// Load reads and checks <dataDir>/hsmgate.toml. A missing file gives an
+// error that matches fs.ErrNotExist.
+func Load(dataDir string) (*Config, error) {
+	path := Path(dataDir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("configuration %s: %w", path, err)
+	}
+	c.Dir = dataDir
+	return c, nil
+}
+
+// Parse decodes and checks a configuration. Its Dir is left empty.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown key(s) %s (see docs/configuration.md for the keys hsmgate knows)", strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks what the TOML types alone can't: required keys, keys that
+// exclude each other, and values out of range.
+func (c *Config) Validate() error {
+	p := &c.Pool
+	var errs []error
+	if p.SessionsPerSlot < 0 {
+		errs = append(errs, fmt.Errorf("pool.sessions_per_slot is %d; it must be positive (or 0 for the default)", p.SessionsPerSlot))
+	}
+	if p.KeyCacheSize < 0 {
+		errs = append(errs, fmt.Errorf("pool.key_cache_size is %d; it must be positive (or 0 for the default)", p.KeyCacheSize))
+	}
+	if p.DomainKeyCheck != "" {
+		if _, err := hsmpool.ParseKCV(p.DomainKeyCheck); err != nil {
+			errs = append(errs, fmt.Errorf("pool.domain_key_check: %w", err))
+		}
+	}
+	if len(p.Modules) == 0 {
+		errs = append(errs, errors.New("pool.modules: at least one [[pool.modules]] entry is required"))
+	}
+	for i, m := range p.Modules {
+		where := fmt.Sprintf("pool.modules[%d]", i)
+		if m.Path == "" {
+			errs = append(errs, fmt.Errorf("%s: path is required", where))
+		}
+		switch {
+		case m.PINFile != "" && m.PINEnv != "":
+			errs = append(errs, fmt.Errorf("%s: set pin_file or pin_env, not both", where))
+		case m.PINFile == "" && m.PINEnv == "":
+			errs = append(errs, fmt.Errorf("%s: pin_file or pin_env is required", where))
+		}
+		for j, t := range m.Tokens {
+			if (t.Label == "") == (t.Serial == "") {
+				errs = append(errs, fmt.Errorf("%s.tokens[%d]: give exactly one of label or serial", where, j))
+			}
+		}
+		for k := range m.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				errs = append(errs, fmt.Errorf("%s.env: %q is not a valid environment variable name", where, k))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PoolOptions returns the hsmpool.Options the [pool] section describes, with
+// relative paths resolved against the data folder. It also sets each
+// module's env table in the process environment (os.Setenv), since a module
+// reads its variables when the pool loads it: call it before hsmpool.Open,
+// and don't use two configurations that set the same variable differently
+// in one process.
+func (c *Config) PoolOptions(logger *slog.Logger) (hsmpool.Options, error) {
+	if err := c.Validate(); err != nil {
+		return hsmpool.Options{}, fmt.Errorf("configuration: %w", err)
+	}
+	p := c.Pool
+	o := hsmpool.Options{
+		SessionsPerSlot:         p.SessionsPerSlot,
+		OpTimeout:               p.OpTimeout.Duration,
+		KeyGenTimeout:           p.KeyGenTimeout.Duration,
+		ProbeInterval:           p.ProbeInterval.Duration,
+		QuarantineProbeInterval: p.QuarantineProbeInterval.Duration,
+		KeyCacheSize:            p.KeyCacheSize,
+		DomainKeyLabel:          p.DomainKeyLabel,
+		DomainKeyCheck:          p.DomainKeyCheck,
+		Logger:                  logger,
+	}
+	for _, m := range p.Modules {
+		for k, v := range m.Env {
+			if strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") {
+				v = c.resolve(v)
+			}
+			if err := os.Setenv(k, v); err != nil {
+				return hsmpool.Options{}, fmt.Errorf("set environment variable %s for module %s: %w", k, m.Path, err)
+			}
+		}
+		mo := hsmpool.ModuleOptions{Path: c.resolve(m.Path), PIN: hsmpool.PINSource{Env: m.PINEnv}}
+		if m.PINFile != "" {
+			mo.PIN.File = c.resolve(m.PINFile)
+		}
+		for _, t := range m.Tokens {
+			mo.Tokens = append(mo.Tokens, hsmpool.TokenSelector{Label: t.Label, Serial: t.Serial})
+		}
+		o.Modules = append(o.Modules, mo)
+	}
+	return o, nil
+}
+
+// resolve makes a relative path relative to the data folder.
+func (c *Config) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+// header opens every file Write produces.
+const header = `# hsmgate configuration. Every key is described in docs/configuration.md.
+# Relative paths are relative to this file's folder (the data folder).
+# hsmgate rewrites this file (hsmgate init does), so comments here are not kept.
+
+`
+
+// Write checks c and writes it to Dir/hsmgate.toml, mode 0600. It writes a
+// temporary file and renames it over the old one, so that a crash leaves
+// either the old file or the new one, never half of one.
+func (c *Config) Write() error {
+	if c.Dir == "" {
+		return errors.New("write configuration: no data folder set (Config.Dir)")
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(header)
+	enc := toml.NewEncoder(&buf)
+	enc.Indent = ""
+	if err := enc.Encode(c); err != nil {
+		return fmt.Errorf("write configuration: encode: %w", err)
+	}
+	tmp, err := os.CreateTemp(c.Dir, "."+FileName+".*")
+	if err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), Path(c.Dir)); err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	return nil
+}
+
+// Exists reports whether dataDir holds a configuration file.
+func Exists(dataDir string) (bool, error) {
+	_, err := os.Stat(Path(dataDir))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("look for configuration: %w", err)
+}
