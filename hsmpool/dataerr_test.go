@@ -75,19 +75,11 @@ func TestWrongPINIsTriedOnce(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("not-the-pin"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(context.Background(), Options{
+	p := openPool(t, Options{
 		Modules:                 []ModuleOptions{{Path: env.Module, PIN: PINSource{File: bad}}},
 		QuarantineProbeInterval: 10 * time.Millisecond,
 		ProbeInterval:           10 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
 	for _, name := range env.Labels() {
 		if st, err := p.ProbeSlot(name); err != nil || st != StateFailed {
 			t.Fatalf("probe %s: %v %v", name, st, err)
@@ -106,11 +98,7 @@ func TestWrongPINIsTriedOnce(t *testing.T) {
 		t.Errorf("operation on a pool with no healthy slot: %v", err)
 	}
 	// The token was not locked: the right PIN still works.
-	good, err := Open(context.Background(), Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
+	good := openPool(t, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}})
 	for _, st := range good.Status() {
 		if st.State == StateFailed {
 			t.Errorf("slot %s locked after one wrong PIN: %s", st.Name, st.Reason)
@@ -162,11 +150,7 @@ func TestDomainKeyMismatchIsRefused(t *testing.T) {
 		for _, l := range labels {
 			sel = append(sel, TokenSelector{Label: l})
 		}
-		p, err := Open(context.Background(), Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}, Tokens: sel}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return openPool(t, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}, Tokens: sel}}})
 	}
 	provision := func(p *Pool) {
 		dk, _ := NewDomainKeyMaterial()
@@ -182,14 +166,10 @@ func TestDomainKeyMismatchIsRefused(t *testing.T) {
 	provision(b) // another domain key
 	b.Close()
 
-	p, err := Open(context.Background(), Options{
+	p := openPool(t, Options{
 		Modules:        []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}},
 		DomainKeyCheck: want,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	if st := slotStatus(p, "tok-2"); st.State != StateMismatch {
 		t.Fatalf("tok-2 with a foreign domain key is %v (%s)", st.State, st.Reason)
 	}
@@ -201,11 +181,7 @@ func TestDomainKeyMismatchIsRefused(t *testing.T) {
 	}
 	// Without a configured check value the majority wins.
 	p.Close()
-	q, err := Open(context.Background(), Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q := openPool(t, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}})
 	if q.DomainKeyCheck() != want || slotStatus(q, "tok-2").State != StateMismatch {
 		t.Fatalf("majority rule: pool check %s, tok-2 %v", q.DomainKeyCheck(), slotStatus(q, "tok-2").State)
 	}
@@ -239,11 +215,8 @@ func TestOpenErrors(t *testing.T) {
 func TestProvisionNewSlot(t *testing.T) {
 	env := testenv.NewSoftHSM(t, 3)
 	ctx := context.Background()
-	two, err := Open(ctx, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile},
+	two := openPool(t, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile},
 		Tokens: []TokenSelector{{Label: "tok-0"}, {Label: "tok-1"}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	material, _ := NewDomainKeyMaterial()
 	if err := two.ProvisionDomainKey(ctx, append([]byte(nil), material...)); err != nil {
 		t.Fatal(err)
@@ -253,11 +226,7 @@ func TestProvisionNewSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p, err := Open(ctx, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}, DomainKeyCheck: want})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := openPool(t, Options{Modules: []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}}, DomainKeyCheck: want})
 	if st := slotStatus(p, "tok-2").State; st != StateNoDomainKey {
 		t.Fatalf("new token is %v", st)
 	}

@@ -102,3 +102,20 @@ func singleSlotPool(t testing.TB, env *testenv.SoftHSM, label, kcv string) *Pool
 	}
 	return p
 }
+
+// openPool opens a pool and closes it at cleanup, even when the test fails
+// first: a pool left open would keep the module initialised with this
+// test's SoftHSM configuration and break the tests after it.
+func openPool(t testing.TB, o Options) *Pool {
+	t.Helper()
+	p, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return p
+}

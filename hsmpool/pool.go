@@ -488,7 +488,7 @@ func (p *Pool) ProvisionDomainKey(ctx context.Context, material []byte) error {
 	if len(material) != 32 {
 		return fmt.Errorf("hsmpool: domain key must be 32 bytes, got %d", len(material))
 	}
-	deadline := time.Now().Add(p.opts.OpTimeout)
+	deadline := time.Now().Add(p.opts.KeyGenTimeout) // it generates an RSA transport key
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d
 	}
@@ -498,22 +498,7 @@ func (p *Pool) ProvisionDomainKey(ctx context.Context, material []byte) error {
 			continue
 		}
 		err := s.onControl(deadline, opOther, "provision domain key", func(c *control) error {
-			_, err := s.mod.ck.CreateObject(c.h, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-				pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, p.opts.DomainKeyLabel),
-				pkcs11.NewAttribute(pkcs11.CKA_VALUE, material),
-			})
-			return err
+			return provisionDK(s.mod.ck, c.h, s.mechs, p.opts.DomainKeyLabel, material)
 		})
 		if err != nil {
 			return fmt.Errorf("hsmpool: %w", err)
