@@ -14,6 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/miekg/pkcs11"
 )
 
 // Every key spec generated on one slot must work on every slot, and every
@@ -208,6 +211,32 @@ func TestDomainKeyCheck(t *testing.T) {
 	for _, st := range p.Status() {
 		if st.DomainKey != p.DomainKeyCheck() {
 			t.Errorf("slot %s check %s, pool %s", st.Name, st.DomainKey, p.DomainKeyCheck())
+		}
+	}
+	// The domain key can't be read or wrapped out of any token.
+	for _, s := range p.slots {
+		err := s.onControl(time.Now().Add(5*time.Second), opOther, "inspect domain key", func(c *control) error {
+			ck := s.mod.ck
+			attrs, err := ck.GetAttributeValue(c.h, c.dk, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil), pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
+			})
+			if err != nil {
+				return err
+			}
+			if want := []byte{1, 0, 1, 0}; !bytes.Equal([]byte{attrs[0].Value[0], attrs[1].Value[0], attrs[2].Value[0], attrs[3].Value[0]}, want) {
+				return fmt.Errorf("sensitive/extractable/token/encrypt = %v, want %v", attrs, want)
+			}
+			if _, err := ck.GetAttributeValue(c.h, c.dk, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); err == nil {
+				return errors.New("CKA_VALUE of the domain key is readable")
+			}
+			if _, err := ck.WrapKey(c.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, c.dk, c.dk); err == nil {
+				return errors.New("the domain key wrapped itself out")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("slot %s: %v", s.name, err)
 		}
 	}
 	// A second provisioning is refused: every slot has the key.
