@@ -5,8 +5,11 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -164,4 +167,88 @@ func benchRaw(b *testing.B, p *Pool, k *Key, op benchOp) {
 			}
 		}
 	})
+}
+
+// BenchmarkPoolVsRaw measures the pool against raw PKCS#11 in alternating
+// rounds within one run, so that load from elsewhere on a shared machine
+// hits both alike, and reports the throughput ratio (pool/raw: 1.0 means
+// the pool costs nothing). b.N is not used; run it with -benchtime 1x.
+func BenchmarkPoolVsRaw(b *testing.B) {
+	p, _ := newTestPool(b, 4, func(o *Options) { o.FaultInjection = false })
+	const rounds, round = 10, 150 * time.Millisecond
+	workers := benchParallelism * runtime.GOMAXPROCS(0)
+	for _, op := range benchOps {
+		k := mustKey(b, p, op.name, op.spec, op.usage)
+		b.Run(op.name, func(b *testing.B) {
+			ctx := context.Background()
+			if err := op.pool(ctx, p, k); err != nil {
+				b.Fatal(err)
+			}
+			var poolOps, rawOps int64
+			for r := 0; r < rounds; r++ {
+				rawOps += timed(b, workers, round, func(w int) (func() error, func()) {
+					return rawWorker(b, p, k, op, w)
+				})
+				poolOps += timed(b, workers, round, func(int) (func() error, func()) {
+					return func() error { return op.pool(ctx, p, k) }, func() {}
+				})
+			}
+			secs := (rounds * round).Seconds()
+			b.ReportMetric(float64(poolOps)/secs, "pool-ops/s")
+			b.ReportMetric(float64(rawOps)/secs, "raw-ops/s")
+			b.ReportMetric(float64(poolOps)/float64(rawOps), "pool/raw")
+		})
+	}
+}
+
+// timed starts workers goroutines (each set up by setup before the clock
+// starts), lets them call their function for d, and returns the calls made.
+func timed(b *testing.B, workers int, d time.Duration, setup func(w int) (func() error, func())) int64 {
+	var total atomic.Int64
+	var ready, done sync.WaitGroup
+	start := make(chan struct{})
+	var stop atomic.Bool
+	for w := 0; w < workers; w++ {
+		ready.Add(1)
+		done.Add(1)
+		go func(w int) {
+			defer done.Done()
+			fn, cleanup := setup(w)
+			defer cleanup()
+			ready.Done()
+			<-start
+			n := int64(0)
+			for !stop.Load() {
+				if err := fn(); err != nil {
+					b.Error(err)
+					break
+				}
+				n++
+			}
+			total.Add(n)
+		}(w)
+	}
+	ready.Wait()
+	close(start)
+	time.Sleep(d)
+	stop.Store(true)
+	done.Wait()
+	return total.Load()
+}
+
+// rawWorker opens a session on one of the pool's tokens (in turn), unwraps
+// the key into it and returns a function making one raw call.
+func rawWorker(b *testing.B, p *Pool, k *Key, op benchOp, w int) (func() error, func()) {
+	ck := p.modules[0].raw
+	s := p.slots[w%len(p.slots)]
+	h, err := ck.OpenSession(s.id, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		b.Fatal(err)
+	}
+	obj, err := ck.UnwrapKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)},
+		s.ctl.Load().dk, k.blob.Wrapped, privateTemplate(k.blob.Spec, k.blob.Usage, false))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func() error { return op.raw(ck, h, obj) }, func() { ck.CloseSession(h) }
 }

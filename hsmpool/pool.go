@@ -106,6 +106,8 @@ func Open(ctx context.Context, o Options) (*Pool, error) {
 		p.probes.Add(1)
 		go s.prober(p.stop, &p.probes)
 	}
+	p.probes.Add(1)
+	go p.watchdog()
 	return p, nil
 }
 
@@ -166,6 +168,7 @@ func (p *Pool) newSlot(m *module, id uint, info pkcs11.TokenInfo, pin string) (*
 	s := &slot{
 		p: p, mod: m, id: id, name: info.Label, serial: info.SerialNumber, model: info.Model, pin: pin,
 		maxSessions: max, sem: make(chan struct{}, max), kick: make(chan struct{}, 1),
+		sessions: map[*session]struct{}{},
 	}
 	s.cache = newKeyCache(p.opts.KeyCacheSize, s.destroyEntry)
 	return s, nil
@@ -287,6 +290,27 @@ func ParseKCV(s string) (KCV, error) {
 		k[i] = b
 	}
 	return k, nil
+}
+
+// watchdogTick is how late past its deadline a hung call is given up on.
+const watchdogTick = 5 * time.Millisecond
+
+// watchdog gives up on operation calls that overran their deadline, so their
+// callers can fail over.
+func (p *Pool) watchdog() {
+	defer p.probes.Done()
+	t := time.NewTicker(watchdogTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			for _, s := range p.slots {
+				s.expireCalls(now.UnixNano())
+			}
+		}
+	}
 }
 
 // pick chooses a healthy slot other than not: of two chosen at random, the
@@ -563,7 +587,7 @@ func (p *Pool) Close() error {
 	for _, s := range p.slots {
 		s.idleMu.Lock()
 		for _, sess := range s.idle {
-			_ = s.mod.ck.CloseSession(sess.h)
+			s.closeSession(sess)
 		}
 		s.idle = nil
 		s.idleMu.Unlock()

@@ -50,9 +50,108 @@ func (s State) String() string {
 }
 
 // session is one PKCS#11 operation session, used by one goroutine at a time.
+// Its calls run on a worker goroutine of its own, so that a caller can stop
+// waiting for a call that overruns its deadline (a cgo call can't be
+// interrupted). The worker keeps a grown stack from call to call, which a
+// goroutine per call would not.
 type session struct {
-	h   pkcs11.SessionHandle
-	gen uint64 // the slot generation it was opened in
+	h    pkcs11.SessionHandle
+	gen  uint64 // the slot generation it was opened in
+	jobs chan *job
+	cur  atomic.Pointer[job] // the call in progress, for the watchdog
+}
+
+// job is one call handed to a session's worker.
+type job struct {
+	fn        func() error
+	done      chan error
+	deadline  atomic.Int64 // unix nanoseconds
+	state     atomic.Int32 // 0 running, 1 answered, 2 abandoned by its caller
+	abandoned func()       // run by the worker if the caller gave up
+}
+
+var jobPool = sync.Pool{New: func() any { return &job{done: make(chan error, 1)} }}
+
+func (s *slot) newSession(h pkcs11.SessionHandle, gen uint64) *session {
+	sess := &session{h: h, gen: gen, jobs: make(chan *job)}
+	s.sessMu.Lock()
+	s.sessions[sess] = struct{}{}
+	s.sessMu.Unlock()
+	go sess.work()
+	return sess
+}
+
+// work runs the session's calls until the session is closed, or until a
+// call outlives its caller: then the session is disposed of and the worker
+// ends with it.
+func (sess *session) work() {
+	for j := range sess.jobs {
+		err := j.fn()
+		if j.state.CompareAndSwap(0, 1) {
+			j.done <- err
+			continue
+		}
+		j.abandoned()
+		j.fn, j.abandoned = nil, nil
+		jobPool.Put(j)
+		return
+	}
+}
+
+// exec runs fn on the session's worker and waits for its answer, or for the
+// pool's watchdog to give up on it once deadline has passed (then it
+// returns errTimeout and abandoned runs on the worker when fn returns). A
+// watchdog rather than a timer per call keeps the hot path to one channel
+// hand-off each way.
+func (sess *session) exec(deadline time.Time, fn func() error, abandoned func()) error {
+	j := jobPool.Get().(*job)
+	j.fn, j.abandoned = fn, abandoned
+	j.deadline.Store(deadline.UnixNano())
+	j.state.Store(0)
+	sess.cur.Store(j)
+	sess.jobs <- j
+	err := <-j.done
+	sess.cur.Store(nil)
+	if err == errTimeout && j.state.Load() == 2 {
+		return err // the worker owns j now
+	}
+	j.fn, j.abandoned = nil, nil
+	jobPool.Put(j)
+	return err
+}
+
+// expire gives up on the session's call if its deadline has passed.
+func (sess *session) expire(now int64) bool {
+	j := sess.cur.Load()
+	if j == nil || now < j.deadline.Load() || !j.state.CompareAndSwap(0, 2) {
+		return false
+	}
+	j.done <- errTimeout
+	return true
+}
+
+// close closes the PKCS#11 session and ends its worker. Not for a session
+// whose call was abandoned: its worker disposes of it.
+func (s *slot) closeSession(sess *session) {
+	s.forget(sess)
+	close(sess.jobs)
+	_ = s.mod.ck.CloseSession(sess.h)
+}
+
+func (s *slot) forget(sess *session) {
+	s.sessMu.Lock()
+	delete(s.sessions, sess)
+	s.sessMu.Unlock()
+}
+
+// expireCalls abandons every call on the slot's sessions whose deadline has
+// passed. The pool's watchdog runs it every few milliseconds.
+func (s *slot) expireCalls(now int64) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	for sess := range s.sessions {
+		sess.expire(now)
+	}
 }
 
 // control is the slot's persistent logged-in session. It holds the login
@@ -103,6 +202,9 @@ type slot struct {
 	sem    chan struct{}
 	idleMu sync.Mutex
 	idle   []*session
+
+	sessMu   sync.Mutex
+	sessions map[*session]struct{} // every open operation session
 
 	gen       atomic.Uint64 // bumped by every reset
 	state     atomic.Int32
@@ -215,7 +317,7 @@ func (s *slot) borrow(deadline time.Time) (*session, *Error) {
 			s.idleMu.Unlock()
 			return sess, nil
 		}
-		_ = s.mod.ck.CloseSession(sess.h) // from before a reset
+		s.closeSession(sess) // from before a reset
 	}
 	s.idleMu.Unlock()
 	var h pkcs11.SessionHandle
@@ -246,7 +348,7 @@ func (s *slot) borrow(deadline time.Time) (*session, *Error) {
 		}
 		return nil, e
 	}
-	return &session{h: h, gen: gen}, nil
+	return s.newSession(h, gen), nil
 }
 
 // giveBack returns a healthy session to the idle list.
@@ -264,7 +366,7 @@ func (s *slot) giveBack(sess *session) {
 
 // evict closes a session that must not be reused.
 func (s *slot) evict(sess *session) {
-	_ = s.mod.ck.CloseSession(sess.h)
+	s.closeSession(sess)
 	s.borrowed.Add(-1)
 	<-s.sem
 }
@@ -277,9 +379,13 @@ func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.
 		return perr
 	}
 	start := time.Now()
-	err := call(deadline, func() error { return fn(sess.h) }, func() {
+	err := sess.exec(deadline, func() error { return fn(sess.h) }, func() {
+		// The worker runs this, then ends: the session must not be reused.
+		s.forget(sess)
+		_ = s.mod.ck.CloseSession(sess.h)
 		s.abandoned.Add(-1)
-		s.evict(sess)
+		s.borrowed.Add(-1)
+		<-s.sem
 	})
 	if err == nil {
 		s.ops.Add(1)
@@ -459,7 +565,7 @@ func (s *slot) reset(deadline time.Time) (State, string) {
 	s.idle = nil
 	s.idleMu.Unlock()
 	for _, sess := range idle {
-		_ = s.mod.ck.CloseSession(sess.h)
+		s.closeSession(sess)
 	}
 	return s.connect(deadline)
 }
