@@ -174,30 +174,41 @@ func benchRaw(b *testing.B, p *Pool, k *Key, op benchOp) {
 // hits both alike, and reports the throughput ratio (pool/raw: 1.0 means
 // the pool costs nothing). b.N is not used; run it with -benchtime 1x.
 func BenchmarkPoolVsRaw(b *testing.B) {
-	p, _ := newTestPool(b, 4, func(o *Options) { o.FaultInjection = false })
+	protected, env := newTestPool(b, 4, func(o *Options) { o.FaultInjection = false })
+	inline := openPool(b, Options{
+		Modules:        []ModuleOptions{{Path: env.Module, PIN: PINSource{File: env.PINFile}}},
+		DomainKeyCheck: protected.DomainKeyCheck(),
+		InlineCalls:    true,
+	})
 	const rounds, round = 10, 150 * time.Millisecond
 	workers := benchParallelism * runtime.GOMAXPROCS(0)
 	for _, op := range benchOps {
-		k := mustKey(b, p, op.name, op.spec, op.usage)
-		b.Run(op.name, func(b *testing.B) {
-			ctx := context.Background()
-			if err := op.pool(ctx, p, k); err != nil {
-				b.Fatal(err)
-			}
-			var poolOps, rawOps int64
-			for r := 0; r < rounds; r++ {
-				rawOps += timed(b, workers, round, func(w int) (func() error, func()) {
-					return rawWorker(b, p, k, op, w)
-				})
-				poolOps += timed(b, workers, round, func(int) (func() error, func()) {
-					return func() error { return op.pool(ctx, p, k) }, func() {}
-				})
-			}
-			secs := (rounds * round).Seconds()
-			b.ReportMetric(float64(poolOps)/secs, "pool-ops/s")
-			b.ReportMetric(float64(rawOps)/secs, "raw-ops/s")
-			b.ReportMetric(float64(poolOps)/float64(rawOps), "pool/raw")
-		})
+		k := mustKey(b, protected, op.name, op.spec, op.usage)
+		for _, mode := range []struct {
+			name string
+			p    *Pool
+		}{{"protected", protected}, {"inline", inline}} {
+			p := mode.p
+			b.Run(op.name+"/"+mode.name, func(b *testing.B) {
+				ctx := context.Background()
+				if err := op.pool(ctx, p, k); err != nil {
+					b.Fatal(err)
+				}
+				var poolOps, rawOps int64
+				for r := 0; r < rounds; r++ {
+					rawOps += timed(b, workers, round, func(w int) (func() error, func()) {
+						return rawWorker(b, p, k, op, w)
+					})
+					poolOps += timed(b, workers, round, func(int) (func() error, func()) {
+						return func() error { return op.pool(ctx, p, k) }, func() {}
+					})
+				}
+				secs := (rounds * round).Seconds()
+				b.ReportMetric(float64(poolOps)/secs, "pool-ops/s")
+				b.ReportMetric(float64(rawOps)/secs, "raw-ops/s")
+				b.ReportMetric(float64(poolOps)/float64(rawOps), "pool/raw")
+			})
+		}
 	}
 }
 

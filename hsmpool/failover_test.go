@@ -257,3 +257,28 @@ func TestSessionCountIsRetriedElsewhere(t *testing.T) {
 	}
 	_ = p.InjectFault("tok-1", FaultNone)
 }
+
+// With InlineCalls a hung call holds its caller, but the watchdog still takes
+// the slot out of rotation so that new requests go elsewhere, and the held
+// callers fail over once the module answers.
+func TestInlineCallsHang(t *testing.T) {
+	p, _ := newTestPool(t, 4, func(o *Options) { o.InlineCalls = true; o.OpTimeout = 300 * time.Millisecond })
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	ec := mustKey(t, p, "ec", ECP256, UsageSign)
+	l := startLoad(t, p, 8, 30*time.Second, aes, ec)
+	eventually(t, 5*time.Second, "load to reach tok-3", func() bool { return slotStatus(p, "tok-3").Ops > 10 })
+	if err := p.InjectFault("tok-3", FaultHang); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "watchdog to quarantine tok-3", func() bool { return slotStatus(p, "tok-3").State == StateQuarantined })
+	okAt := l.ok.Load()
+	eventually(t, 5*time.Second, "progress without tok-3", func() bool { return l.ok.Load() > okAt+100 })
+	if err := p.InjectFault("tok-3", FaultNone); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "tok-3 re-admitted", func() bool { return slotStatus(p, "tok-3").State == StateHealthy })
+	l.finish(t)
+	if st := slotStatus(p, "tok-3"); st.Timeouts == 0 {
+		t.Errorf("no overrun counted: %+v", st)
+	}
+}

@@ -52,6 +52,15 @@ type Options struct {
 	// value most slots agree on; a slot that differs is refused either way.
 	DomainKeyCheck string
 
+	// InlineCalls runs each PKCS#11 call on the calling goroutine instead of
+	// handing it to the session's worker goroutine. It saves the hand-off
+	// (about 10% of SoftHSM's throughput on 2 cores, see
+	// docs/performance.md; little against a network HSM's latency), at a
+	// price: a call that hangs in the module holds its caller until the
+	// module returns. The watchdog still quarantines the slot, so new calls
+	// go elsewhere. False (the default) bounds every call by its deadline.
+	InlineCalls bool
+
 	// FaultInjection wraps every module in a FaultInjector, so that
 	// InjectFault works. For tests and the benchmark's failover scenario.
 	FaultInjection bool

@@ -66,18 +66,22 @@ type job struct {
 	fn        func() error
 	done      chan error
 	deadline  atomic.Int64 // unix nanoseconds
-	state     atomic.Int32 // 0 running, 1 answered, 2 abandoned by its caller
+	state     atomic.Int32 // 0 running, 1 answered, 2 overran its deadline
 	abandoned func()       // run by the worker if the caller gave up
+	inline    bool         // run on the caller's goroutine (Options.InlineCalls)
 }
 
 var jobPool = sync.Pool{New: func() any { return &job{done: make(chan error, 1)} }}
 
 func (s *slot) newSession(h pkcs11.SessionHandle, gen uint64) *session {
-	sess := &session{h: h, gen: gen, jobs: make(chan *job)}
+	sess := &session{h: h, gen: gen}
+	if !s.p.opts.InlineCalls {
+		sess.jobs = make(chan *job)
+		go sess.work()
+	}
 	s.sessMu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.sessMu.Unlock()
-	go sess.work()
 	return sess
 }
 
@@ -103,21 +107,35 @@ func (sess *session) work() {
 // returns errTimeout and abandoned runs on the worker when fn returns). A
 // watchdog rather than a timer per call keeps the hot path to one channel
 // hand-off each way.
-func (sess *session) exec(deadline time.Time, fn func() error, abandoned func()) error {
+//
+// With Options.InlineCalls fn runs on the caller's goroutine instead; the
+// watchdog still notices an overrun and quarantines the slot, but the caller
+// waits for the module. overran then reports that the session must not be
+// reused.
+func (sess *session) exec(deadline time.Time, fn func() error, abandoned func()) (overran bool, err error) {
 	j := jobPool.Get().(*job)
-	j.fn, j.abandoned = fn, abandoned
 	j.deadline.Store(deadline.UnixNano())
 	j.state.Store(0)
+	j.inline = sess.jobs == nil
+	if j.inline {
+		sess.cur.Store(j)
+		err = fn()
+		sess.cur.Store(nil)
+		overran = !j.state.CompareAndSwap(0, 1)
+		jobPool.Put(j)
+		return overran, err
+	}
+	j.fn, j.abandoned = fn, abandoned
 	sess.cur.Store(j)
 	sess.jobs <- j
-	err := <-j.done
+	err = <-j.done
 	sess.cur.Store(nil)
 	if err == errTimeout && j.state.Load() == 2 {
-		return err // the worker owns j now
+		return true, err // the worker owns j now
 	}
 	j.fn, j.abandoned = nil, nil
 	jobPool.Put(j)
-	return err
+	return false, err
 }
 
 // expire gives up on the session's call if its deadline has passed.
@@ -126,7 +144,9 @@ func (sess *session) expire(now int64) bool {
 	if j == nil || now < j.deadline.Load() || !j.state.CompareAndSwap(0, 2) {
 		return false
 	}
-	j.done <- errTimeout
+	if !j.inline {
+		j.done <- errTimeout
+	}
 	return true
 }
 
@@ -134,7 +154,9 @@ func (sess *session) expire(now int64) bool {
 // whose call was abandoned: its worker disposes of it.
 func (s *slot) closeSession(sess *session) {
 	s.forget(sess)
-	close(sess.jobs)
+	if sess.jobs != nil {
+		close(sess.jobs)
+	}
 	_ = s.mod.ck.CloseSession(sess.h)
 }
 
@@ -148,9 +170,15 @@ func (s *slot) forget(sess *session) {
 // passed. The pool's watchdog runs it every few milliseconds.
 func (s *slot) expireCalls(now int64) {
 	s.sessMu.Lock()
-	defer s.sessMu.Unlock()
+	expired := 0
 	for sess := range s.sessions {
-		sess.expire(now)
+		if sess.expire(now) {
+			expired++
+		}
+	}
+	s.sessMu.Unlock()
+	if expired > 0 {
+		s.quarantine("a call overran its deadline")
 	}
 }
 
@@ -379,7 +407,7 @@ func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.
 		return perr
 	}
 	start := time.Now()
-	err := sess.exec(deadline, func() error { return fn(sess.h) }, func() {
+	overran, err := sess.exec(deadline, func() error { return fn(sess.h) }, func() {
 		// The worker runs this, then ends: the session must not be reused.
 		s.forget(sess)
 		_ = s.mod.ck.CloseSession(sess.h)
@@ -387,6 +415,16 @@ func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.
 		s.borrowed.Add(-1)
 		<-s.sem
 	})
+	if overran && err != errTimeout {
+		// An inline call that the watchdog gave up on: it answered late, so
+		// keep the answer but not the session.
+		s.timeouts.Add(1)
+		s.evict(sess)
+		if err == nil {
+			return nil
+		}
+		return wrapRV(err, op, what, s.name)
+	}
 	if err == nil {
 		s.ops.Add(1)
 		s.latency.observe(time.Since(start))
