@@ -57,6 +57,9 @@ type Pool struct {
 	// DomainKeyCheck is the check value of the domain key recorded by
 	// `hsmgate init`. A slot whose domain key differs is refused.
 	DomainKeyCheck string `toml:"domain_key_check,omitempty"`
+	// InlineCalls runs PKCS#11 calls on the requesting goroutine (faster
+	// on SoftHSM; a hung HSM call then holds its caller).
+	InlineCalls bool `toml:"inline_calls,omitempty"`
 
 	// Modules are the [[pool.modules]] entries, one per PKCS#11 library.
 	Modules []Module `toml:"modules"`
@@ -224,6 +227,7 @@ func (c *Config) PoolOptions(logger *slog.Logger) (hsmpool.Options, error) {
 		ProbeInterval:           p.ProbeInterval.Duration,
 		QuarantineProbeInterval: p.QuarantineProbeInterval.Duration,
 		KeyCacheSize:            p.KeyCacheSize,
+		InlineCalls:             p.InlineCalls,
 		DomainKeyLabel:          p.DomainKeyLabel,
 		DomainKeyCheck:          p.DomainKeyCheck,
 		Logger:                  logger,
