@@ -1,0 +1,424 @@
+package keystore
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Command is one change to the store. Commands carry every value they need
+// (ids, times): applying the same bytes on any node gives the same state.
+type Command interface {
+	op() string
+	apply(t *txn) error
+}
+
+// Encode turns a command into the bytes that Apply takes (and a replicated
+// log would carry).
+func Encode(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(envelope{Op: c.op(), Cmd: body})
+}
+
+type envelope struct {
+	Op  string          `json:"op"`
+	Cmd json.RawMessage `json:"cmd"`
+}
+
+var commands = map[string]func() Command{
+	"CreateKey":       func() Command { return &CreateKey{} },
+	"SetKeyState":     func() Command { return &SetKeyState{} },
+	"SetDescription":  func() Command { return &SetDescription{} },
+	"TagKey":          func() Command { return &TagKey{} },
+	"UntagKey":        func() Command { return &UntagKey{} },
+	"CreateAlias":     func() Command { return &CreateAlias{} },
+	"UpdateAlias":     func() Command { return &UpdateAlias{} },
+	"DeleteAlias":     func() Command { return &DeleteAlias{} },
+	"CreatePrincipal": func() Command { return &CreatePrincipal{} },
+	"CreateAccessKey": func() Command { return &CreateAccessKey{} },
+	"RevokeAccessKey": func() Command { return &RevokeAccessKey{} },
+	"SetMeta":         func() Command { return &SetMeta{} },
+}
+
+// Decode parses bytes made by Encode.
+func Decode(b []byte) (Command, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("%w: command: %v", ErrInvalid, err)
+	}
+	mk, ok := commands[env.Op]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown command %q", ErrInvalid, env.Op)
+	}
+	c := mk()
+	if err := json.Unmarshal(env.Cmd, c); err != nil {
+		return nil, fmt.Errorf("%w: command %s: %v", ErrInvalid, env.Op, err)
+	}
+	return c, nil
+}
+
+// Apply makes the change c durable and visible. It is the only way the
+// store changes.
+func (s *Store) Apply(c Command) error {
+	b, err := Encode(c)
+	if err != nil {
+		return err
+	}
+	return s.ApplyBytes(b)
+}
+
+// ApplyBytes applies an encoded command: the entry point for a replicated
+// log. Either the whole change commits and is then published, or nothing
+// changes.
+func (s *Store) ApplyBytes(b []byte) error {
+	c, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	t := &txn{s: s, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}}
+	if err := c.apply(t); err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return errJoin(
+			write(tx, bucketKeys, t.keys),
+			write(tx, bucketAliases, t.aliases),
+			write(tx, bucketPrincipals, t.principals),
+			write(tx, bucketAccessKeys, t.accessKeys),
+			writeMeta(tx, t.meta))
+	})
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", c.op(), err)
+	}
+	s.mu.Lock()
+	publish(s.keys, t.keys)
+	publish(s.aliases, t.aliases)
+	publish(s.principals, t.principals)
+	publish(s.accessKeys, t.accessKeys)
+	s.mu.Unlock()
+	return nil
+}
+
+func errJoin(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// write stores staged records; a nil record is a deletion.
+func write[T any](tx *bolt.Tx, bucket []byte, staged map[string]*T) error {
+	b := tx.Bucket(bucket)
+	for id, rec := range staged {
+		if rec == nil {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(id), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeMeta(tx *bolt.Tx, meta map[string][]byte) error {
+	b := tx.Bucket(bucketMeta)
+	for k, v := range meta {
+		if err := b.Put([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func publish[T any](into, staged map[string]*T) {
+	for id, rec := range staged {
+		if rec == nil {
+			delete(into, id)
+		} else {
+			into[id] = rec
+		}
+	}
+}
+
+// txn is a change being prepared: reads see the store plus what the change
+// has staged; writes stage new records (copies, never the published ones).
+type txn struct {
+	s          *Store
+	keys       map[string]*Key
+	aliases    map[string]*Alias
+	principals map[string]*Principal
+	accessKeys map[string]*AccessKey
+	meta       map[string][]byte
+}
+
+func lookup[T any](staged, published map[string]*T, id string) (*T, bool) {
+	if rec, ok := staged[id]; ok {
+		return rec, rec != nil
+	}
+	rec, ok := published[id]
+	return rec, ok
+}
+
+// key returns a private copy of key id to modify and stage.
+func (t *txn) key(id string) (*Key, error) {
+	t.s.mu.RLock()
+	k, ok := lookup(t.keys, t.s.keys, id)
+	t.s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("key %s: %w", id, ErrNotFound)
+	}
+	c := *k
+	c.Tags = maps.Clone(k.Tags)
+	c.Versions = slices.Clone(k.Versions)
+	return &c, nil
+}
+
+func (t *txn) alias(name string) (*Alias, bool) {
+	t.s.mu.RLock()
+	defer t.s.mu.RUnlock()
+	a, ok := lookup(t.aliases, t.s.aliases, name)
+	if !ok {
+		return nil, false
+	}
+	c := *a
+	return &c, true
+}
+
+// CreateKey adds a new key with its first version.
+type CreateKey struct{ Key Key }
+
+func (c *CreateKey) op() string { return "CreateKey" }
+func (c *CreateKey) apply(t *txn) error {
+	if c.Key.ID == "" || len(c.Key.Versions) == 0 {
+		return fmt.Errorf("%w: a key needs an id and a first version", ErrInvalid)
+	}
+	if _, err := t.key(c.Key.ID); err == nil {
+		return fmt.Errorf("key %s: %w", c.Key.ID, ErrAlreadyExists)
+	}
+	k := c.Key
+	t.keys[k.ID] = &k
+	return nil
+}
+
+// SetKeyState enables or disables a key.
+type SetKeyState struct {
+	KeyID string
+	State string
+}
+
+func (c *SetKeyState) op() string { return "SetKeyState" }
+func (c *SetKeyState) apply(t *txn) error {
+	switch c.State {
+	case StateEnabled, StateDisabled:
+	default:
+		return fmt.Errorf("%w: key state %q", ErrInvalid, c.State)
+	}
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	k.State = c.State
+	t.keys[k.ID] = k
+	return nil
+}
+
+// SetDescription changes a key's description.
+type SetDescription struct {
+	KeyID       string
+	Description string
+}
+
+func (c *SetDescription) op() string { return "SetDescription" }
+func (c *SetDescription) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	k.Description = c.Description
+	t.keys[k.ID] = k
+	return nil
+}
+
+// MaxTags is AWS KMS's limit of tags per key.
+const MaxTags = 50
+
+// TagKey adds or replaces tags.
+type TagKey struct {
+	KeyID string
+	Tags  map[string]string
+}
+
+func (c *TagKey) op() string { return "TagKey" }
+func (c *TagKey) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.Tags == nil {
+		k.Tags = map[string]string{}
+	}
+	maps.Copy(k.Tags, c.Tags)
+	if len(k.Tags) > MaxTags {
+		return fmt.Errorf("%w: a key can have at most %d tags", ErrInvalid, MaxTags)
+	}
+	t.keys[k.ID] = k
+	return nil
+}
+
+// UntagKey removes tags by key.
+type UntagKey struct {
+	KeyID   string
+	TagKeys []string
+}
+
+func (c *UntagKey) op() string { return "UntagKey" }
+func (c *UntagKey) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	for _, tk := range c.TagKeys {
+		delete(k.Tags, tk)
+	}
+	t.keys[k.ID] = k
+	return nil
+}
+
+// CreateAlias names a key.
+type CreateAlias struct{ Alias Alias }
+
+func (c *CreateAlias) op() string { return "CreateAlias" }
+func (c *CreateAlias) apply(t *txn) error {
+	if _, ok := t.alias(c.Alias.Name); ok {
+		return fmt.Errorf("alias %s: %w", c.Alias.Name, ErrAlreadyExists)
+	}
+	if _, err := t.key(c.Alias.KeyID); err != nil {
+		return err
+	}
+	a := c.Alias
+	t.aliases[a.Name] = &a
+	return nil
+}
+
+// UpdateAlias points an alias at another key.
+type UpdateAlias struct {
+	Name  string
+	KeyID string
+	At    time.Time
+}
+
+func (c *UpdateAlias) op() string { return "UpdateAlias" }
+func (c *UpdateAlias) apply(t *txn) error {
+	a, ok := t.alias(c.Name)
+	if !ok {
+		return fmt.Errorf("alias %s: %w", c.Name, ErrNotFound)
+	}
+	if _, err := t.key(c.KeyID); err != nil {
+		return err
+	}
+	a.KeyID, a.UpdatedAt = c.KeyID, c.At
+	t.aliases[a.Name] = a
+	return nil
+}
+
+// DeleteAlias removes an alias.
+type DeleteAlias struct{ Name string }
+
+func (c *DeleteAlias) op() string { return "DeleteAlias" }
+func (c *DeleteAlias) apply(t *txn) error {
+	if _, ok := t.alias(c.Name); !ok {
+		return fmt.Errorf("alias %s: %w", c.Name, ErrNotFound)
+	}
+	t.aliases[c.Name] = nil
+	return nil
+}
+
+// CreatePrincipal adds an identity.
+type CreatePrincipal struct{ Principal Principal }
+
+func (c *CreatePrincipal) op() string { return "CreatePrincipal" }
+func (c *CreatePrincipal) apply(t *txn) error {
+	t.s.mu.RLock()
+	_, exists := lookup(t.principals, t.s.principals, c.Principal.Name)
+	t.s.mu.RUnlock()
+	if exists {
+		return fmt.Errorf("principal %s: %w", c.Principal.Name, ErrAlreadyExists)
+	}
+	if c.Principal.Name == "" {
+		return fmt.Errorf("%w: a principal needs a name", ErrInvalid)
+	}
+	p := c.Principal
+	t.principals[p.Name] = &p
+	return nil
+}
+
+// CreateAccessKey adds a SigV4 credential to a principal.
+type CreateAccessKey struct{ AccessKey AccessKey }
+
+func (c *CreateAccessKey) op() string { return "CreateAccessKey" }
+func (c *CreateAccessKey) apply(t *txn) error {
+	t.s.mu.RLock()
+	_, principal := lookup(t.principals, t.s.principals, c.AccessKey.Principal)
+	_, exists := lookup(t.accessKeys, t.s.accessKeys, c.AccessKey.ID)
+	t.s.mu.RUnlock()
+	switch {
+	case !principal:
+		return fmt.Errorf("principal %s: %w", c.AccessKey.Principal, ErrNotFound)
+	case exists:
+		return fmt.Errorf("access key %s: %w", c.AccessKey.ID, ErrAlreadyExists)
+	}
+	a := c.AccessKey
+	t.accessKeys[a.ID] = &a
+	return nil
+}
+
+// RevokeAccessKey disables an access key for good.
+type RevokeAccessKey struct{ ID string }
+
+func (c *RevokeAccessKey) op() string { return "RevokeAccessKey" }
+func (c *RevokeAccessKey) apply(t *txn) error {
+	t.s.mu.RLock()
+	a, ok := lookup(t.accessKeys, t.s.accessKeys, c.ID)
+	t.s.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("access key %s: %w", c.ID, ErrNotFound)
+	}
+	r := *a
+	r.Revoked = true
+	t.accessKeys[r.ID] = &r
+	return nil
+}
+
+// SetMeta stores a small named value (the gateway's own settings, such as
+// the TLS key's blob).
+type SetMeta struct {
+	Name  string
+	Value []byte
+}
+
+func (c *SetMeta) op() string { return "SetMeta" }
+func (c *SetMeta) apply(t *txn) error {
+	if t.meta == nil {
+		t.meta = map[string][]byte{}
+	}
+	t.meta[c.Name] = c.Value
+	return nil
+}

@@ -1,0 +1,299 @@
+// Package keystore keeps the gateway's durable state: key metadata and each
+// key version's wrapped blob, aliases, tags, principals and their access
+// keys. It holds no plaintext key material or secret: blobs are wrapped
+// under the HSM pool's domain key, and access-key secrets are kept only as
+// HSM-wrapped HMAC keys.
+//
+// # State machine
+//
+// Every change is a [Command], encoded to bytes and applied by one function,
+// [Store.Apply]. Today the bytes go straight to the embedded bbolt database
+// in the data folder; replication (the cluster issue) will ship the same
+// bytes through a consensus log to every node's Apply, so the logic of a
+// change lives in exactly one place.
+//
+// Reads are served from memory: the store loads everything at open and
+// publishes immutable snapshots of each record after every committed
+// change, so a read never waits for a write and never sees half of one.
+package keystore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors that the API maps to its wire errors.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrInvalid       = errors.New("invalid")
+)
+
+// Key states, as AWS KMS names them.
+const (
+	StateEnabled         = "Enabled"
+	StateDisabled        = "Disabled"
+	StatePendingDeletion = "PendingDeletion"
+	StatePendingImport   = "PendingImport"
+)
+
+// Key is a customer key: its metadata and versions. Values handed out by
+// the store are shared snapshots: never modify them.
+type Key struct {
+	ID          string            `json:"id"` // UUID
+	CreatedAt   time.Time         `json:"created_at"`
+	Description string            `json:"description"`
+	State       string            `json:"state"`
+	Spec        string            `json:"spec"`  // AWS KeySpec, e.g. SYMMETRIC_DEFAULT
+	Usage       string            `json:"usage"` // AWS KeyUsage, e.g. ENCRYPT_DECRYPT
+	Origin      string            `json:"origin"`
+	Owner       string            `json:"owner"` // the principal that created it
+	Tags        map[string]string `json:"tags,omitempty"`
+	Versions    []Version         `json:"versions"`
+}
+
+// Current returns the newest version.
+func (k *Key) Current() *Version { return &k.Versions[len(k.Versions)-1] }
+
+// Version returns version n, or nil.
+func (k *Key) Version(n uint32) *Version {
+	if n == 0 || int(n) > len(k.Versions) {
+		return nil
+	}
+	return &k.Versions[n-1]
+}
+
+// Version is one generation of a key's material.
+type Version struct {
+	Number    uint32    `json:"number"` // 1, 2, …
+	CreatedAt time.Time `json:"created_at"`
+	Blob      []byte    `json:"blob"`             // hsmpool key blob, wrapped under the domain key
+	Public    []byte    `json:"public,omitempty"` // DER SubjectPublicKeyInfo of a key pair
+}
+
+// Alias names a key.
+type Alias struct {
+	Name      string    `json:"name"` // "alias/…"
+	KeyID     string    `json:"key_id"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Principal is an identity that calls the API.
+type Principal struct {
+	Name      string    `json:"name"`
+	Admin     bool      `json:"admin"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// AccessKey is a SigV4 credential of a principal. The secret itself is not
+// stored: SecretBlob is the HSM-wrapped HMAC key "AWS4"+secret, from which
+// the gateway derives SigV4 signing keys inside the HSM.
+type AccessKey struct {
+	ID         string    `json:"id"`
+	Principal  string    `json:"principal"`
+	SecretBlob []byte    `json:"secret_blob"`
+	CreatedAt  time.Time `json:"created_at"`
+	Revoked    bool      `json:"revoked"`
+}
+
+var (
+	bucketKeys       = []byte("keys")
+	bucketAliases    = []byte("aliases")
+	bucketPrincipals = []byte("principals")
+	bucketAccessKeys = []byte("access_keys")
+	bucketMeta       = []byte("meta")
+	allBuckets       = [][]byte{bucketKeys, bucketAliases, bucketPrincipals, bucketAccessKeys, bucketMeta}
+)
+
+// Store is the keystore. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+
+	mu         sync.RWMutex // guards the maps; held for writing only while publishing
+	keys       map[string]*Key
+	aliases    map[string]*Alias
+	principals map[string]*Principal
+	accessKeys map[string]*AccessKey
+	applyMu    sync.Mutex // one Apply at a time
+}
+
+// Open opens (creating if needed) the store in file path.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open keystore %s: %w", path, err)
+	}
+	s := &Store{db: db, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			return errors.Join(
+				load(tx, bucketKeys, s.keys),
+				load(tx, bucketAliases, s.aliases),
+				load(tx, bucketPrincipals, s.principals),
+				load(tx, bucketAccessKeys, s.accessKeys))
+		})
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("load keystore %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func load[T any](tx *bolt.Tx, bucket []byte, into map[string]*T) error {
+	return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("record %s/%s: %w", bucket, k, err)
+		}
+		into[string(k)] = &rec
+		return nil
+	})
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Key returns the key with this id.
+func (s *Store) Key(id string) (*Key, error) {
+	s.mu.RLock()
+	k, ok := s.keys[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("key %s: %w", id, ErrNotFound)
+	}
+	return k, nil
+}
+
+// Alias returns the alias with this name ("alias/…").
+func (s *Store) Alias(name string) (*Alias, error) {
+	s.mu.RLock()
+	a, ok := s.aliases[name]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("alias %s: %w", name, ErrNotFound)
+	}
+	return a, nil
+}
+
+// Principal returns the principal with this name.
+func (s *Store) Principal(name string) (*Principal, error) {
+	s.mu.RLock()
+	p, ok := s.principals[name]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("principal %s: %w", name, ErrNotFound)
+	}
+	return p, nil
+}
+
+// AccessKey returns the access key with this id.
+func (s *Store) AccessKey(id string) (*AccessKey, error) {
+	s.mu.RLock()
+	a, ok := s.accessKeys[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("access key %s: %w", id, ErrNotFound)
+	}
+	return a, nil
+}
+
+// Keys returns up to limit keys with ids after marker (""), in id order,
+// and whether more follow.
+func (s *Store) Keys(marker string, limit int) ([]*Key, bool) {
+	s.mu.RLock()
+	ids := make([]string, 0, len(s.keys))
+	for id := range s.keys {
+		if id > marker {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	more := len(ids) > limit
+	if more {
+		ids = ids[:limit]
+	}
+	out := make([]*Key, len(ids))
+	for i, id := range ids {
+		out[i] = s.keys[id]
+	}
+	s.mu.RUnlock()
+	return out, more
+}
+
+// Aliases returns up to limit aliases named after marker, in name order,
+// only those of keyID when it is not empty, and whether more follow.
+func (s *Store) Aliases(keyID, marker string, limit int) ([]*Alias, bool) {
+	s.mu.RLock()
+	var names []string
+	for n, a := range s.aliases {
+		if n > marker && (keyID == "" || a.KeyID == keyID) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	more := len(names) > limit
+	if more {
+		names = names[:limit]
+	}
+	out := make([]*Alias, len(names))
+	for i, n := range names {
+		out[i] = s.aliases[n]
+	}
+	s.mu.RUnlock()
+	return out, more
+}
+
+// Principals returns every principal, sorted by name.
+func (s *Store) Principals() []*Principal {
+	s.mu.RLock()
+	out := make([]*Principal, 0, len(s.principals))
+	for _, p := range s.principals {
+		out = append(out, p)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// AccessKeysOf returns the access keys of a principal, sorted by id.
+func (s *Store) AccessKeysOf(principal string) []*AccessKey {
+	s.mu.RLock()
+	var out []*AccessKey
+	for _, a := range s.accessKeys {
+		if a.Principal == principal {
+			out = append(out, a)
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Meta returns a value stored with SetMeta, or nil.
+func (s *Store) Meta(name string) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v = append([]byte(nil), tx.Bucket(bucketMeta).Get([]byte(name))...)
+		return nil
+	})
+	if len(v) == 0 {
+		v = nil
+	}
+	return v, err
+}
