@@ -11,9 +11,12 @@
 //	21      12    AES-GCM IV
 //	33      n     AES-GCM ciphertext followed by its 16-byte tag
 //
-// The additional authenticated data of AES-GCM is the 33-byte header
-// followed by [CanonicalContext] of the encryption context. Changing any
-// header byte, the context, the IV or the ciphertext makes decryption fail.
+// The additional authenticated data of AES-GCM is the first 21 bytes of the
+// header (version, key id, key version) followed by the canonical encoding
+// of the encryption context ([AppendCanonicalContext]). The IV is not in
+// the AAD: GCM authenticates it by construction, and some HSMs choose the IV
+// themselves, so it is only known after the encryption. Changing any header
+// byte, the context, the IV or the ciphertext makes decryption fail.
 //
 // docs/ciphertext-format.md describes the format for operators and
 // testdata/vectors.json holds test vectors.
@@ -30,8 +33,10 @@ import (
 const (
 	// Version is the only format version this package writes and reads.
 	Version = 1
-	// HeaderLen is the size of the authenticated header.
+	// HeaderLen is the size of the header.
 	HeaderLen = 1 + 16 + 4 + 12
+	// AADHeaderLen is the part of the header that is additional data.
+	AADHeaderLen = 1 + 16 + 4
 	// TagLen is the AES-GCM tag size.
 	TagLen = 16
 	// IVLen is the AES-GCM IV size.
@@ -53,13 +58,6 @@ type Blob struct {
 	Sealed     []byte // ciphertext || tag
 }
 
-// Header returns the 33 header bytes: the first part of the AAD.
-func (b *Blob) Header() []byte {
-	h := make([]byte, HeaderLen, HeaderLen+64)
-	b.putHeader(h)
-	return h
-}
-
 func (b *Blob) putHeader(h []byte) {
 	h[0] = Version
 	copy(h[1:17], b.KeyID[:])
@@ -67,9 +65,12 @@ func (b *Blob) putHeader(h []byte) {
 	copy(h[21:33], b.IV[:])
 }
 
-// AAD returns the additional data for AES-GCM: header || canonical context.
+// AAD returns the additional data for AES-GCM: version, key id and key
+// version, then the canonical context.
 func (b *Blob) AAD(context map[string]string) []byte {
-	return AppendCanonicalContext(b.Header(), context)
+	aad := make([]byte, HeaderLen, HeaderLen+64)
+	b.putHeader(aad)
+	return AppendCanonicalContext(aad[:AADHeaderLen], context)
 }
 
 // Marshal encodes b.
