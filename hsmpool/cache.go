@@ -12,6 +12,7 @@ import (
 type cacheKey struct {
 	id      string
 	version uint32
+	tag     uint64 // digest of the blob
 	public  bool
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/big"
 	"time"
 
@@ -18,13 +19,15 @@ import (
 )
 
 // Key is one key version the pool can use: its name, for the per-slot cache
-// of unwrapped objects, and its blob. (ID, Version) must name exactly one
-// blob for the life of the pool. Build it once with NewKey and reuse it: it
+// of unwrapped objects, and its blob. (ID, Version) should name one blob for
+// the life of the pool; a digest of the blob is part of the cache key too,
+// so that a reused name can never pick up another key's object. Build it once with NewKey and reuse it: it
 // holds the parsed blob and public key.
 type Key struct {
 	ID      string
 	Version uint32
 	blob    *Blob
+	tag     uint64 // FNV-1a of the wrapped bytes: part of the cache key
 	public  crypto.PublicKey // nil for symmetric keys
 	pubTmpl []*pkcs11.Attribute
 }
@@ -35,7 +38,9 @@ func NewKey(id string, version uint32, blob, public []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Key{ID: id, Version: version, blob: b}
+	h := fnv.New64a()
+	h.Write(b.Wrapped)
+	k := &Key{ID: id, Version: version, blob: b, tag: h.Sum64()}
 	if b.Spec.IsAsymmetric() {
 		pub, err := ParsePublicKey(b.Spec, public)
 		if err != nil {
@@ -153,7 +158,7 @@ func useKey[T any](p *Pool, ctx context.Context, k *Key, public bool, op opKind,
 		if perr != nil {
 			perr.Key = k.ID
 			if perr.RV == pkcs11.CKR_KEY_HANDLE_INVALID || perr.RV == pkcs11.CKR_OBJECT_HANDLE_INVALID {
-				s.cache.remove(cacheKey{k.ID, k.Version, public})
+				s.cache.remove(cacheKey{k.ID, k.Version, k.tag, public})
 			}
 			return perr
 		}
@@ -166,7 +171,7 @@ func useKey[T any](p *Pool, ctx context.Context, k *Key, public bool, op opKind,
 // keyObject returns the cached object for k on the slot, unwrapping the key
 // (or creating its public half) on the control session on a miss.
 func (s *slot) keyObject(deadline time.Time, k *Key, public bool) (*keyEntry, *Error) {
-	ckey := cacheKey{k.ID, k.Version, public}
+	ckey := cacheKey{k.ID, k.Version, k.tag, public}
 	gen := s.gen.Load()
 	if e := s.cache.get(ckey, gen); e != nil {
 		return e, nil

@@ -310,3 +310,50 @@ func x509MarshalECDH(k *ecdh.PublicKey) ([]byte, error) {
 }
 
 var _ = sha256.New
+
+// The pool's crypto.Signer makes signatures Go's crypto verifies, as TLS
+// and x509 need.
+func TestSigner(t *testing.T) {
+	p, _ := newTestPool(t, 1, nil)
+	for _, tc := range []struct {
+		spec KeySpec
+		opts crypto.SignerOpts
+	}{
+		{ECP256, crypto.SHA256}, {ECP384, crypto.SHA384},
+		{RSA2048, crypto.SHA256}, {RSA2048, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}},
+	} {
+		k := mustKey(t, p, fmt.Sprintf("signer-%v", tc.opts), tc.spec, UsageSign)
+		s, err := p.Signer(k, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := tc.opts.HashFunc().New()
+		h.Write([]byte("tls transcript"))
+		d := h.Sum(nil)
+		sig, err := s.Sign(rand.Reader, d, tc.opts)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.spec, err)
+		}
+		var ok bool
+		switch pub := s.Public().(type) {
+		case *ecdsa.PublicKey:
+			ok = ecdsa.VerifyASN1(pub, d, sig)
+		case *rsa.PublicKey:
+			if pss, isPSS := tc.opts.(*rsa.PSSOptions); isPSS {
+				ok = rsa.VerifyPSS(pub, crypto.SHA256, d, sig, pss) == nil
+			} else {
+				ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, d, sig) == nil
+			}
+		}
+		if !ok {
+			t.Errorf("%s: signature does not verify", tc.spec)
+		}
+		if _, err := s.Sign(rand.Reader, d[:10], tc.opts); err == nil {
+			t.Errorf("%s: a short digest was signed", tc.spec)
+		}
+	}
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	if _, err := p.Signer(aes, time.Second); err == nil {
+		t.Error("a signer over an AES key")
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -214,12 +215,12 @@ func (s *Store) AccessKey(id string) (*AccessKey, error) {
 }
 
 // Keys returns up to limit keys with ids after marker (""), in id order,
-// and whether more follow.
-func (s *Store) Keys(marker string, limit int) ([]*Key, bool) {
+// only those keep accepts (all when keep is nil), and whether more follow.
+func (s *Store) Keys(marker string, limit int, keep func(*Key) bool) ([]*Key, bool) {
 	s.mu.RLock()
 	ids := make([]string, 0, len(s.keys))
-	for id := range s.keys {
-		if id > marker {
+	for id, k := range s.keys {
+		if id > marker && (keep == nil || keep(k)) {
 			ids = append(ids, id)
 		}
 	}
@@ -237,25 +238,27 @@ func (s *Store) Keys(marker string, limit int) ([]*Key, bool) {
 }
 
 // Aliases returns up to limit aliases named after marker, in name order,
-// only those of keyID when it is not empty, and whether more follow.
-func (s *Store) Aliases(keyID, marker string, limit int) ([]*Alias, bool) {
+// only those of keyID when it is not empty and those keep accepts (all when
+// keep is nil), and whether more follow.
+func (s *Store) Aliases(keyID, marker string, limit int, keep func(*Alias) bool) ([]*Alias, bool) {
 	s.mu.RLock()
-	var names []string
+	var out []*Alias
 	for n, a := range s.aliases {
 		if n > marker && (keyID == "" || a.KeyID == keyID) {
-			names = append(names, n)
+			out = append(out, a)
 		}
 	}
-	sort.Strings(names)
-	more := len(names) > limit
-	if more {
-		names = names[:limit]
-	}
-	out := make([]*Alias, len(names))
-	for i, n := range names {
-		out[i] = s.aliases[n]
-	}
 	s.mu.RUnlock()
+	// Snapshots are immutable, so filtering can run without the lock (and
+	// keep may read the store).
+	if keep != nil {
+		out = slices.DeleteFunc(out, func(a *Alias) bool { return !keep(a) })
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	more := len(out) > limit
+	if more {
+		out = out[:limit]
+	}
 	return out, more
 }
 

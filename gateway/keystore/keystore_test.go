@@ -62,11 +62,11 @@ func TestApplyPersistsAndReloads(t *testing.T) {
 		if v, _ := s.Meta("tls"); string(v) != "x" {
 			t.Fatalf("meta = %q", v)
 		}
-		keys, more := s.Keys("", 1)
+		keys, more := s.Keys("", 1, nil)
 		if len(keys) != 1 || keys[0].ID != "k1" || !more {
 			t.Fatalf("page 1: %v %v", keys, more)
 		}
-		keys, more = s.Keys("k1", 1)
+		keys, more = s.Keys("k1", 1, nil)
 		if len(keys) != 1 || keys[0].ID != "k2" || more {
 			t.Fatalf("page 2: %v %v", keys, more)
 		}

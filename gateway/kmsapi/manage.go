@@ -1,0 +1,452 @@
+package kmsapi
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+)
+
+const (
+	maxDescription = 8192
+	defaultLimit   = 100
+	maxLimit       = 1000
+)
+
+func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest) (*keyMetadataResponse, error) {
+	spec := req.KeySpec
+	if req.CustomerMasterKeySpec != "" {
+		if spec != "" && spec != req.CustomerMasterKeySpec {
+			return nil, Errorf(ExValidation, "KeySpec and CustomerMasterKeySpec differ; use KeySpec.")
+		}
+		spec = req.CustomerMasterKeySpec
+	}
+	if spec == "" {
+		spec = symmetricDefault
+	}
+	usage := req.KeyUsage
+	if usage == "" {
+		usage = UsageEncryptDecrypt
+	}
+	switch {
+	case req.Origin != "" && req.Origin != "AWS_KMS":
+		return nil, Errorf(ExUnsupported, "Origin %s is not supported; hsmgate generates every key in its HSMs (AWS_KMS).", truncate(req.Origin, 32))
+	case req.Policy != nil:
+		return nil, Errorf(ExUnsupported, "Key policies are not supported yet: a key is usable by the principal that created it and by the admin. Omit Policy.")
+	case req.MultiRegion:
+		return nil, Errorf(ExUnsupported, "Multi-Region keys are not supported.")
+	case req.CustomKeyStoreId != "" || req.XksKeyId != "":
+		return nil, Errorf(ExUnsupported, "Custom key stores are not supported: hsmgate is itself the key store.")
+	case utf8.RuneCountInString(req.Description) > maxDescription:
+		return nil, Errorf(ExValidation, "Description is longer than %d characters.", maxDescription)
+	}
+	info, ok := specs[spec]
+	if !ok {
+		if why, known := unservedSpecs[spec]; known {
+			return nil, Errorf(ExUnsupported, "KeySpec %s: %s.", spec, why)
+		}
+		return nil, Errorf(ExValidation, "KeySpec %q is not a valid key spec.", truncate(spec, 64))
+	}
+	if !contains(info.usages, usage) {
+		return nil, Errorf(ExValidation, "KeyUsage %s is not valid for KeySpec %s (valid: %s).", truncate(usage, 32), spec, strings.Join(info.usages, ", "))
+	}
+	tags, err := validTags(req.Tags)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Pool.Capabilities().Supports(info.pool, poolUsage[usage]); err != nil {
+		return nil, Errorf(ExUnsupported, "KeySpec %s with KeyUsage %s is not supported by this gateway's HSMs: %v.", spec, usage, err)
+	}
+	gen, err := s.Pool.GenerateKey(ctx, info.pool, poolUsage[usage])
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	k := keystore.Key{
+		ID: newKeyID(), CreatedAt: now, Description: req.Description, State: keystore.StateEnabled,
+		Spec: spec, Usage: usage, Origin: "AWS_KMS", Owner: c.Principal, Tags: tags,
+		Versions: []keystore.Version{{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}},
+	}
+	if err := s.Store.Apply(&keystore.CreateKey{Key: k}); err != nil {
+		return nil, err
+	}
+	stored, err := s.Store.Key(k.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &keyMetadataResponse{KeyMetadata: s.metadata(stored)}, nil
+}
+
+// newKeyID returns a random (version 4) UUID.
+func newKeyID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func (s *Service) metadata(k *keystore.Key) KeyMetadata {
+	enc, sig, mac, agree := s.algorithms(k.Spec, k.Usage)
+	return KeyMetadata{
+		AWSAccountId: s.Account, KeyId: k.ID, Arn: s.keyARN(k.ID), CreationDate: Epoch(k.CreatedAt),
+		Enabled: k.State == keystore.StateEnabled, Description: k.Description, KeyUsage: k.Usage,
+		KeyState: k.State, Origin: k.Origin, KeyManager: "CUSTOMER", CustomerMasterKeySpec: k.Spec,
+		KeySpec: k.Spec, EncryptionAlgorithms: enc, SigningAlgorithms: sig, MacAlgorithms: mac,
+		KeyAgreementAlgorithms: agree,
+	}
+}
+
+func (s *Service) describeKey(_ context.Context, c Caller, req *keyIDRequest) (*keyMetadataResponse, error) {
+	k, err := s.resolve(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, "DescribeKey", k); err != nil {
+		return nil, err
+	}
+	return &keyMetadataResponse{KeyMetadata: s.metadata(k)}, nil
+}
+
+func limitOf(l *int) (int, error) {
+	if l == nil {
+		return defaultLimit, nil
+	}
+	if *l < 1 || *l > maxLimit {
+		return 0, Errorf(ExValidation, "Limit must be between 1 and %d.", maxLimit)
+	}
+	return *l, nil
+}
+
+func (s *Service) listKeys(_ context.Context, c Caller, req *listRequest) (*listKeysResponse, error) {
+	limit, err := limitOf(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	keys, more := s.Store.Keys(req.Marker, limit, s.visible(c))
+	out := &listKeysResponse{Keys: make([]keyListEntry, len(keys)), Truncated: more}
+	for i, k := range keys {
+		out.Keys[i] = keyListEntry{KeyId: k.ID, KeyArn: s.keyARN(k.ID)}
+	}
+	if more {
+		out.NextMarker = keys[len(keys)-1].ID
+	}
+	return out, nil
+}
+
+// visible filters the keys a caller may list.
+func (s *Service) visible(c Caller) func(*keystore.Key) bool {
+	if c.Admin {
+		return nil
+	}
+	return func(k *keystore.Key) bool { return k.Owner == c.Principal }
+}
+
+func (s *Service) setState(c Caller, action, keyID, state string) (*empty, error) {
+	k, err := s.resolve(keyID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, action, k); err != nil {
+		return nil, err
+	}
+	if k.State != keystore.StateEnabled && k.State != keystore.StateDisabled {
+		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
+	}
+	if err := s.Store.Apply(&keystore.SetKeyState{KeyID: k.ID, State: state}); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+func (s *Service) enableKey(_ context.Context, c Caller, req *keyIDRequest) (*empty, error) {
+	return s.setState(c, "EnableKey", req.KeyId, keystore.StateEnabled)
+}
+
+func (s *Service) disableKey(_ context.Context, c Caller, req *keyIDRequest) (*empty, error) {
+	return s.setState(c, "DisableKey", req.KeyId, keystore.StateDisabled)
+}
+
+func (s *Service) updateKeyDescription(_ context.Context, c Caller, req *updateDescriptionRequest) (*empty, error) {
+	if req.Description == nil {
+		return nil, Errorf(ExValidation, "Description is required.")
+	}
+	if utf8.RuneCountInString(*req.Description) > maxDescription {
+		return nil, Errorf(ExValidation, "Description is longer than %d characters.", maxDescription)
+	}
+	k, err := s.resolve(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, "UpdateKeyDescription", k); err != nil {
+		return nil, err
+	}
+	if err := s.Store.Apply(&keystore.SetDescription{KeyID: k.ID, Description: *req.Description}); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+var aliasName = regexp.MustCompile(`^alias/[a-zA-Z0-9/_-]+$`)
+
+func validAlias(name string) error {
+	switch {
+	case !aliasName.MatchString(name) || len(name) > 256:
+		return Errorf(ExValidation, "Alias name must begin with alias/ followed by 1 to 250 of a-z, A-Z, 0-9, /, _ and -.")
+	case strings.HasPrefix(name, "alias/aws/"):
+		return Errorf(ExInvalidAliasName, "Alias names beginning with alias/aws/ are reserved.")
+	}
+	return nil
+}
+
+// aliasTarget resolves an alias's target, which must be a key id or key ARN.
+func (s *Service) aliasTarget(c Caller, action, target string) (*keystore.Key, error) {
+	if strings.HasPrefix(target, "alias/") || strings.Contains(target, ":alias/") {
+		return nil, Errorf(ExValidation, "TargetKeyId must be a key id or key ARN, not an alias.")
+	}
+	k, err := s.resolve(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, action, k); err != nil {
+		return nil, err
+	}
+	if k.State == keystore.StatePendingDeletion {
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+	}
+	return k, nil
+}
+
+func (s *Service) createAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
+	if err := validAlias(req.AliasName); err != nil {
+		return nil, err
+	}
+	k, err := s.aliasTarget(c, "CreateAlias", req.TargetKeyId)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	err = s.Store.Apply(&keystore.CreateAlias{Alias: keystore.Alias{Name: req.AliasName, KeyID: k.ID, CreatedAt: now, UpdatedAt: now}})
+	if err != nil {
+		return nil, aliasError(s, req.AliasName, err)
+	}
+	return &empty{}, nil
+}
+
+func aliasError(s *Service, name string, err error) error {
+	switch api := toAPI(err); api.Type {
+	case ExAlreadyExists:
+		return Errorf(ExAlreadyExists, "An alias with the name %s already exists.", s.aliasARN(name))
+	case ExNotFound:
+		return Errorf(ExNotFound, "Alias %s is not found.", s.aliasARN(name))
+	}
+	return err
+}
+
+// aliasedKey returns the key an existing alias names, checking the caller
+// may manage it.
+func (s *Service) aliasedKey(c Caller, action, name string) (*keystore.Key, error) {
+	if err := validAlias(name); err != nil {
+		return nil, err
+	}
+	a, err := s.Store.Alias(name)
+	if err != nil {
+		return nil, Errorf(ExNotFound, "Alias %s is not found.", s.aliasARN(name))
+	}
+	k, err := s.Store.Key(a.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	return k, s.authorize(c, action, k)
+}
+
+func (s *Service) updateAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
+	old, err := s.aliasedKey(c, "UpdateAlias", req.AliasName)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.aliasTarget(c, "UpdateAlias", req.TargetKeyId)
+	if err != nil {
+		return nil, err
+	}
+	if keyType(old.Spec) != keyType(k.Spec) || old.Usage != k.Usage {
+		return nil, Errorf(ExValidation, "The new key must be of the same type (%s) and key usage (%s) as the alias's current key.", keyType(old.Spec), old.Usage)
+	}
+	if err := s.Store.Apply(&keystore.UpdateAlias{Name: req.AliasName, KeyID: k.ID, At: s.now().UTC()}); err != nil {
+		return nil, aliasError(s, req.AliasName, err)
+	}
+	return &empty{}, nil
+}
+
+// keyType is AWS's grouping for UpdateAlias: symmetric, asymmetric or HMAC.
+func keyType(spec string) string {
+	switch {
+	case spec == symmetricDefault:
+		return "symmetric"
+	case strings.HasPrefix(spec, "HMAC_"):
+		return "HMAC"
+	}
+	return "asymmetric"
+}
+
+func (s *Service) deleteAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
+	if _, err := s.aliasedKey(c, "DeleteAlias", req.AliasName); err != nil {
+		return nil, err
+	}
+	if err := s.Store.Apply(&keystore.DeleteAlias{Name: req.AliasName}); err != nil {
+		return nil, aliasError(s, req.AliasName, err)
+	}
+	return &empty{}, nil
+}
+
+func (s *Service) listAliases(_ context.Context, c Caller, req *listRequest) (*listAliasesResponse, error) {
+	limit, err := limitOf(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	keyID := ""
+	if req.KeyId != "" {
+		k, err := s.resolve(req.KeyId)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.authorize(c, "ListAliases", k); err != nil {
+			return nil, err
+		}
+		keyID = k.ID
+	}
+	var filter func(*keystore.Alias) bool
+	if !c.Admin {
+		filter = func(a *keystore.Alias) bool {
+			k, err := s.Store.Key(a.KeyID)
+			return err == nil && k.Owner == c.Principal
+		}
+	}
+	aliases, more := s.Store.Aliases(keyID, req.Marker, limit, filter)
+	out := &listAliasesResponse{Aliases: make([]aliasEntry, len(aliases)), Truncated: more}
+	for i, a := range aliases {
+		out.Aliases[i] = aliasEntry{AliasName: a.Name, AliasArn: s.aliasARN(a.Name), TargetKeyId: a.KeyID,
+			CreationDate: Epoch(a.CreatedAt), LastUpdatedDate: Epoch(a.UpdatedAt)}
+	}
+	if more {
+		out.NextMarker = aliases[len(aliases)-1].Name
+	}
+	return out, nil
+}
+
+// validTags checks tags as AWS does and returns them as a map.
+func validTags(tags []Tag) (map[string]string, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	if len(tags) > keystore.MaxTags {
+		return nil, Errorf(ExTag, "At most %d tags are allowed.", keystore.MaxTags)
+	}
+	out := make(map[string]string, len(tags))
+	for _, t := range tags {
+		switch {
+		case t.TagKey == "" || utf8.RuneCountInString(t.TagKey) > 128:
+			return nil, Errorf(ExTag, "TagKey must be 1 to 128 characters.")
+		case utf8.RuneCountInString(t.TagValue) > 256:
+			return nil, Errorf(ExTag, "TagValue must be at most 256 characters.")
+		case strings.HasPrefix(strings.ToLower(t.TagKey), "aws:"):
+			return nil, Errorf(ExTag, "Tag keys beginning with aws: are reserved.")
+		}
+		out[t.TagKey] = t.TagValue
+	}
+	return out, nil
+}
+
+func (s *Service) tagResource(_ context.Context, c Caller, req *tagResourceRequest) (*empty, error) {
+	tags, err := validTags(req.Tags)
+	if err != nil {
+		return nil, err
+	}
+	if len(tags) == 0 {
+		return nil, Errorf(ExValidation, "Tags is required.")
+	}
+	k, err := s.resolve(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, "TagResource", k); err != nil {
+		return nil, err
+	}
+	if err := s.Store.Apply(&keystore.TagKey{KeyID: k.ID, Tags: tags}); err != nil {
+		return nil, tagError(err)
+	}
+	return &empty{}, nil
+}
+
+func tagError(err error) error {
+	if api := toAPI(err); api.Type == ExValidation {
+		return Errorf(ExTag, "%s", api.Message)
+	}
+	return err
+}
+
+func (s *Service) untagResource(_ context.Context, c Caller, req *untagResourceRequest) (*empty, error) {
+	if len(req.TagKeys) == 0 {
+		return nil, Errorf(ExValidation, "TagKeys is required.")
+	}
+	k, err := s.resolve(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, "UntagResource", k); err != nil {
+		return nil, err
+	}
+	if err := s.Store.Apply(&keystore.UntagKey{KeyID: k.ID, TagKeys: req.TagKeys}); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+func (s *Service) listResourceTags(_ context.Context, c Caller, req *listRequest) (*listTagsResponse, error) {
+	limit, err := limitOf(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	if req.Limit != nil && limit > 50 {
+		limit = 50 // AWS caps this list at 50
+	}
+	k, err := s.resolve(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, "ListResourceTags", k); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(k.Tags))
+	for n := range k.Tags {
+		if n > req.Marker {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	out := &listTagsResponse{Tags: []Tag{}}
+	if len(names) > limit {
+		names, out.Truncated = names[:limit], true
+		out.NextMarker = names[limit-1]
+	}
+	for _, n := range names {
+		out.Tags = append(out.Tags, Tag{TagKey: n, TagValue: k.Tags[n]})
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

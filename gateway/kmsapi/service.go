@@ -1,0 +1,267 @@
+// Package kmsapi implements the AWS KMS JSON 1.1 protocol's operations on
+// the keystore and the HSM pool. It is transport-free: the gateway's HTTP
+// server authenticates a request, then hands its target and body to
+// [Service.Do] and writes back what it returns. See docs/api-compatibility.md
+// for the operations and key specs served, and the deviations from AWS.
+package kmsapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/hsmpool"
+)
+
+// TargetPrefix is the X-Amz-Target prefix of AWS KMS operations.
+const TargetPrefix = "TrentService."
+
+// Caller is the authenticated principal making a request. Until key
+// policies exist (a later issue), a principal may use and manage the keys
+// it created, and an admin principal may do everything.
+type Caller struct {
+	Principal string
+	Admin     bool
+}
+
+// Service serves KMS operations. Its fields are set once before use.
+type Service struct {
+	Pool    *hsmpool.Pool
+	Store   *keystore.Store
+	Region  string // for ARNs, e.g. "us-east-1"
+	Account string // 12-digit account id for ARNs
+	Log     *slog.Logger
+	Now     func() time.Time // nil means time.Now
+
+	keys sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
+}
+
+type keyVersion struct {
+	id      string
+	version uint32
+}
+
+type handler func(s *Service, ctx context.Context, c Caller, body []byte) (any, error)
+
+// op adapts a typed operation to the dispatcher: it decodes the request
+// body into Req.
+func op[Req any, Resp any](f func(s *Service, ctx context.Context, c Caller, req *Req) (*Resp, error)) handler {
+	return func(s *Service, ctx context.Context, c Caller, body []byte) (any, error) {
+		var req Req
+		if len(bytes.TrimSpace(body)) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return nil, serializationError(err)
+			}
+		}
+		return f(s, ctx, c, &req)
+	}
+}
+
+func serializationError(err error) *Error {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr):
+		return Errorf(ExSerialization, "Cannot deserialize the value of field %q: expected %s.", typeErr.Field, typeErr.Type)
+	case errors.Is(err, errBadTimestamp):
+		return Errorf(ExSerialization, "A timestamp is not a number of seconds.")
+	}
+	// Go's messages for bad base64 and bad JSON name positions, not content.
+	return Errorf(ExSerialization, "The request body is not valid JSON for this operation: %s.", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+var errBadTimestamp = errors.New("bad timestamp")
+
+var operations = map[string]handler{
+	"CreateKey":                       op((*Service).createKey),
+	"DescribeKey":                     op((*Service).describeKey),
+	"ListKeys":                        op((*Service).listKeys),
+	"EnableKey":                       op((*Service).enableKey),
+	"DisableKey":                      op((*Service).disableKey),
+	"UpdateKeyDescription":            op((*Service).updateKeyDescription),
+	"CreateAlias":                     op((*Service).createAlias),
+	"UpdateAlias":                     op((*Service).updateAlias),
+	"DeleteAlias":                     op((*Service).deleteAlias),
+	"ListAliases":                     op((*Service).listAliases),
+	"TagResource":                     op((*Service).tagResource),
+	"UntagResource":                   op((*Service).untagResource),
+	"ListResourceTags":                op((*Service).listResourceTags),
+	"Encrypt":                         op((*Service).encrypt),
+	"Decrypt":                         op((*Service).decrypt),
+	"ReEncrypt":                       op((*Service).reEncrypt),
+	"GenerateDataKey":                 op((*Service).generateDataKey),
+	"GenerateDataKeyWithoutPlaintext": op((*Service).generateDataKeyWithoutPlaintext),
+	"GenerateMac":                     op((*Service).generateMac),
+	"VerifyMac":                       op((*Service).verifyMac),
+	"Sign":                            op((*Service).sign),
+	"Verify":                          op((*Service).verify),
+	"GetPublicKey":                    op((*Service).getPublicKey),
+	"GenerateRandom":                  op((*Service).generateRandom),
+}
+
+// Operations lists the operation names served, for documentation and
+// metrics.
+func Operations() []string {
+	out := make([]string, 0, len(operations))
+	for name := range operations {
+		out = append(out, name)
+	}
+	return out
+}
+
+// OperationName returns the operation an X-Amz-Target names, or "" when it
+// is not one this service serves.
+func OperationName(target string) string {
+	name, ok := strings.CutPrefix(target, TargetPrefix)
+	if !ok {
+		return ""
+	}
+	if _, ok := operations[name]; !ok {
+		return ""
+	}
+	return name
+}
+
+// Do runs the operation named by an X-Amz-Target header with a JSON body
+// and returns the JSON response, or an error in the protocol's shape.
+func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte) ([]byte, *Error) {
+	name, ok := strings.CutPrefix(target, TargetPrefix)
+	h := operations[name]
+	if !ok || h == nil {
+		return nil, Errorf(ExUnknownOperation, "Operation %q is not served.", truncate(target, 64))
+	}
+	resp, err := h(s, ctx, c, body)
+	if err != nil {
+		return nil, toAPI(err)
+	}
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return nil, Errorf(ExInternal, "Internal error.")
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// keyARN and friends build the ARNs AWS clients expect.
+func (s *Service) keyARN(id string) string {
+	return "arn:aws:kms:" + s.Region + ":" + s.Account + ":key/" + id
+}
+
+func (s *Service) aliasARN(name string) string {
+	return "arn:aws:kms:" + s.Region + ":" + s.Account + ":" + name
+}
+
+func (s *Service) principalARN(name string) string {
+	return "arn:aws:iam::" + s.Account + ":user/" + name
+}
+
+// resolve finds the key a KeyId names: a key id, a key ARN, an alias name
+// or an alias ARN, as AWS KMS accepts.
+func (s *Service) resolve(keyID string) (*keystore.Key, error) {
+	if keyID == "" {
+		return nil, Errorf(ExValidation, "KeyId is required.")
+	}
+	ref := keyID
+	if rest, ok := strings.CutPrefix(ref, "arn:"); ok {
+		parts := strings.SplitN(rest, ":", 5) // partition, service, region, account, resource
+		if len(parts) != 5 || parts[1] != "kms" {
+			return nil, Errorf(ExNotFound, "Invalid keyId %s.", truncate(keyID, 300))
+		}
+		if parts[2] != s.Region || parts[3] != s.Account {
+			return nil, Errorf(ExNotFound, "Key '%s' does not exist.", truncate(keyID, 300))
+		}
+		ref = parts[4]
+		if id, ok := strings.CutPrefix(ref, "key/"); ok {
+			ref = id
+		} else if !strings.HasPrefix(ref, "alias/") {
+			return nil, Errorf(ExNotFound, "Invalid keyId %s.", truncate(keyID, 300))
+		}
+	}
+	if strings.HasPrefix(ref, "alias/") {
+		a, err := s.Store.Alias(ref)
+		if err != nil {
+			return nil, Errorf(ExNotFound, "Alias %s is not found.", s.aliasARN(truncate(ref, 256)))
+		}
+		ref = a.KeyID
+	}
+	k, err := s.Store.Key(ref)
+	if err != nil {
+		return nil, Errorf(ExNotFound, "Key '%s' does not exist.", s.keyARN(truncate(ref, 64)))
+	}
+	return k, nil
+}
+
+// authorize checks that c may run action on k.
+func (s *Service) authorize(c Caller, action string, k *keystore.Key) error {
+	if c.Admin || k.Owner == c.Principal {
+		return nil
+	}
+	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no resource-based policy allows the kms:%s action.",
+		s.principalARN(c.Principal), action, s.keyARN(k.ID), action)
+}
+
+// usable resolves a key for a cryptographic operation: found, allowed,
+// enabled, and of the usage the operation needs.
+func (s *Service) usable(c Caller, action, keyID, usage string) (*keystore.Key, error) {
+	k, err := s.resolve(keyID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, action, k); err != nil {
+		return nil, err
+	}
+	switch k.State {
+	case keystore.StateEnabled:
+	case keystore.StateDisabled:
+		return nil, Errorf(ExDisabled, "%s is disabled.", s.keyARN(k.ID))
+	default:
+		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
+	}
+	if usage != "" && k.Usage != usage {
+		return nil, Errorf(ExInvalidKeyUsage, "%s key usage is %s which is not valid for %s.", s.keyARN(k.ID), k.Usage, action)
+	}
+	return k, nil
+}
+
+func pendingWord(state string) string {
+	switch state {
+	case keystore.StatePendingDeletion:
+		return "pending deletion"
+	case keystore.StatePendingImport:
+		return "pending import"
+	}
+	return state
+}
+
+// poolKey returns the parsed pool key for a version of k.
+func (s *Service) poolKey(k *keystore.Key, v *keystore.Version) (*hsmpool.Key, error) {
+	kv := keyVersion{k.ID, v.Number}
+	if pk, ok := s.keys.Load(kv); ok {
+		return pk.(*hsmpool.Key), nil
+	}
+	pk, err := hsmpool.NewKey(k.ID, v.Number, v.Blob, v.Public)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s v%d: %w", k.ID, v.Number, err)
+	}
+	s.keys.Store(kv, pk)
+	return pk, nil
+}
