@@ -2,6 +2,7 @@ package kmsapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -120,4 +121,14 @@ func inputDetail(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// ErrorBody is the JSON body of an error response:
+// {"__type":"NotFoundException","message":"…"}.
+func ErrorBody(e *Error) []byte {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"__type"`
+		Message string `json:"message"`
+	}{e.Type, e.Message})
+	return b
 }

@@ -47,6 +47,9 @@ var unservedSpecs = map[string]string{
 	"ML_DSA_44":       "ML-DSA keys are not offered yet",
 	"ML_DSA_65":       "ML-DSA keys are not offered yet",
 	"ML_DSA_87":       "ML-DSA keys are not offered yet",
+	"ML_KEM_512":      "ML-KEM keys are not offered yet",
+	"ML_KEM_768":      "ML-KEM keys are not offered yet",
+	"ML_KEM_1024":     "ML-KEM keys are not offered yet",
 }
 
 var poolUsage = map[string]hsmpool.Usage{

@@ -1,0 +1,329 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/hsmpool"
+)
+
+// rawPost sends a KMS request with the admin's client certificate and no
+// SDK, for what the SDK would never send.
+func (tg *testGateway) rawPost(t *testing.T, target, contentType string, body []byte, withCert bool) (int, map[string]string, http.Header) {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: tg.caPool}
+	if withCert {
+		cert, err := tls.LoadX509KeyPair(tg.admin.ClientCert, tg.admin.ClientKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/", bytes.NewReader(body))
+	req.Header.Set("X-Amz-Target", target)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := map[string]string{}
+	_ = json.Unmarshal(raw, &out)
+	return resp.StatusCode, out, resp.Header
+}
+
+func TestProtocolErrors(t *testing.T) {
+	tg := startGateway(t, nil)
+	const ct = "application/x-amz-json-1.1"
+	cases := []struct {
+		name     string
+		target   string
+		body     []byte
+		withCert bool
+		status   int
+		typ      string
+	}{
+		{"unknown operation", "TrentService.Nope", []byte("{}"), true, 400, "UnknownOperationException"},
+		{"other service", "DynamoDB_20120810.ListTables", []byte("{}"), true, 400, "UnknownOperationException"},
+		{"bad JSON", "TrentService.Encrypt", []byte("{not json"), true, 400, "SerializationException"},
+		{"bad base64", "TrentService.Encrypt", []byte(`{"KeyId":"x","Plaintext":"@@@"}`), true, 400, "SerializationException"},
+		{"wrong type", "TrentService.ListKeys", []byte(`{"Limit":"ten"}`), true, 400, "SerializationException"},
+		{"too large", "TrentService.Encrypt", bytes.Repeat([]byte(" "), gateway.MaxBody+1), true, 400, "ValidationException"},
+		{"no credentials", "TrentService.ListKeys", []byte("{}"), false, 400, "MissingAuthenticationTokenException"},
+		{"limit out of range", "TrentService.ListKeys", []byte(`{"Limit":0}`), true, 400, "ValidationException"},
+		{"empty plaintext", "TrentService.Encrypt", []byte(`{"KeyId":"alias/x","Plaintext":""}`), true, 400, "ValidationException"},
+		{"bad context", "TrentService.Encrypt", []byte(`{"KeyId":"alias/x","Plaintext":"eA==","EncryptionContext":{"":"v"}}`), true, 400, "ValidationException"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, h := tg.rawPost(t, tc.target, ct, tc.body, tc.withCert)
+			if status != tc.status || body["__type"] != tc.typ || body["message"] == "" {
+				t.Fatalf("got %d %v, want %d %s", status, body, tc.status, tc.typ)
+			}
+			if h.Get("x-amzn-RequestId") == "" || h.Get("Content-Type") != ct {
+				t.Errorf("headers %v", h)
+			}
+		})
+	}
+	// A valid request through the same raw path works: the cases above fail
+	// for their own reasons.
+	status, body, _ := tg.rawPost(t, "TrentService.ListKeys", ct, []byte("{}"), true)
+	if status != 200 || body["__type"] != "" {
+		t.Fatalf("valid raw request: %d %v", status, body)
+	}
+}
+
+func TestAuthenticationErrors(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	ak := tg.admin.AccessKeyID
+	cases := map[string]struct {
+		c    *kms.Client
+		code string
+	}{
+		"wrong secret": {tg.sigv4Client(ak, strings.Repeat("x", 40)), "InvalidSignatureException"},
+		"unknown key":  {tg.sigv4Client("AKIAAAAAAAAAAAAAAAAA", tg.admin.SecretAccessKey), "UnrecognizedClientException"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := tc.c.ListKeys(ctx, &kms.ListKeysInput{})
+			wantCode(t, err, tc.code)
+		})
+	}
+	// Another region's signature is refused.
+	other := kms.New(kms.Options{Region: "us-west-2", BaseEndpoint: aws.String(tg.url),
+		HTTPClient:  &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}},
+		Credentials: staticCreds{ak, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})
+	_, err := other.ListKeys(ctx, &kms.ListKeysInput{})
+	wantCode(t, err, "InvalidSignatureException")
+
+	// A revoked key stops working at once; a second key keeps working.
+	ids := tg.gw.Identities()
+	ak2, secret2, err := ids.CreateAccessKey(ctx, gateway.AdminName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ids.CreateAccessKey(ctx, gateway.AdminName); err == nil {
+		t.Fatal("a third active access key was issued")
+	}
+	if _, err := tg.sigv4Client(ak2, secret2).ListKeys(ctx, &kms.ListKeysInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ids.RevokeAccessKey(ak2); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tg.sigv4Client(ak2, secret2).ListKeys(ctx, &kms.ListKeysInput{})
+	wantCode(t, err, "UnrecognizedClientException")
+	if _, err := tg.sigv4Client(ak, tg.admin.SecretAccessKey).ListKeys(ctx, &kms.ListKeysInput{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAccessDenied(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	admin := tg.sigv4Client(tg.admin.AccessKeyID, tg.admin.SecretAccessKey)
+	k, err := admin.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tg.gw.Identities()
+	if err := ids.CreatePrincipal("alice", false); err != nil {
+		t.Fatal(err)
+	}
+	akid, secret, err := ids.CreateAccessKey(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := tg.sigv4Client(akid, secret)
+	_, err = alice.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")})
+	wantCode(t, err, "AccessDeniedException")
+	_, err = alice.DisableKey(ctx, &kms.DisableKeyInput{KeyId: k.KeyMetadata.KeyId})
+	wantCode(t, err, "AccessDeniedException")
+	// Alice's own key works for her, and she lists only it.
+	mine, err := alice.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Encrypt(ctx, &kms.EncryptInput{KeyId: mine.KeyMetadata.KeyId, Plaintext: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := alice.ListKeys(ctx, &kms.ListKeysInput{})
+	if err != nil || len(list.Keys) != 1 || *list.Keys[0].KeyId != *mine.KeyMetadata.KeyId {
+		t.Fatalf("alice lists %+v %v", list, err)
+	}
+	// The admin may use it too.
+	if _, err := admin.Encrypt(ctx, &kms.EncryptInput{KeyId: mine.KeyMetadata.KeyId, Plaintext: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Errors that need the HSM or the keystore to misbehave.
+func TestServerSideErrors(t *testing.T) {
+	tg := startGateway(t, func(po *hsmpool.Options, gc *gateway.Config) {
+		po.OpTimeout = 300 * time.Millisecond
+		gc.RequestTimeout = 2 * time.Second
+		gc.MaxInFlight = 1
+	})
+	ctx := context.Background()
+	// One HTTP/2 connection carries every request, so that requests made
+	// while the HSMs hang need no new TLS handshake (whose signature the
+	// HSM makes).
+	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(tg.url),
+		HTTPClient: &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+			TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}},
+		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})
+	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A key whose stored material is broken: KMSInternalException.
+	good, _ := tg.store.Key(*k.KeyMetadata.KeyId)
+	broken := *good
+	broken.ID = "0badb10b-0000-4000-8000-000000000000"
+	broken.Versions = []keystore.Version{{Number: 1, Blob: []byte("not a blob")}}
+	pending := *good
+	pending.ID = "0badb10b-0000-4000-8000-000000000001"
+	pending.State = keystore.StatePendingImport
+	for _, key := range []keystore.Key{broken, pending} {
+		if err := tg.store.Apply(&keystore.CreateKey{Key: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(broken.ID), Plaintext: []byte("x")})
+	wantCode(t, err, "KMSInternalException")
+	_, err = c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(pending.ID), Plaintext: []byte("x")})
+	wantCode(t, err, "KMSInvalidStateException")
+
+	// Every slot hangs: the request ends at its deadline with 503
+	// DependencyTimeoutException, and a request arriving meanwhile is
+	// shed with ThrottlingException (MaxInFlight is 1).
+	clearFaults := func() {
+		for _, st := range tg.pool.Status() {
+			_ = tg.pool.InjectFault(st.Name, hsmpool.FaultNone)
+		}
+	}
+	t.Cleanup(clearFaults) // before the gateway and pool close, even on failure
+	for _, st := range tg.pool.Status() {
+		if err := tg.pool.InjectFault(st.Name, hsmpool.FaultHang); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var hungErr error
+	go func() {
+		defer wg.Done()
+		_, hungErr = c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")})
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	var shed error
+	for time.Now().Before(deadline) {
+		_, shed = c.ListKeys(ctx, &kms.ListKeysInput{})
+		if shed != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if shed == nil {
+		wg.Wait()
+		t.Fatal("no request was shed while one was in flight")
+	}
+	wg.Wait()
+	wantCode(t, shed, "ThrottlingException")
+	wantCode(t, hungErr, "DependencyTimeoutException")
+	clearFaults()
+}
+
+// Keys made before a restart decrypt what they encrypted before it, and
+// the data folder and logs never hold key material or secrets.
+func TestRestartAndNoSecretsAtRest(t *testing.T) {
+	var logs bytes.Buffer
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	c := tg.sigv4Client(tg.admin.AccessKeyID, tg.admin.SecretAccessKey)
+	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: k.KeyMetadata.KeyId, KeySpec: "AES_256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("before restart")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restart: stop serving, reopen the keystore, serve again.
+	tg.stop()
+	if err := tg.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := keystore.Open(filepath.Join(tg.dir, gateway.KeystoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: store, Region: testRegion, Account: testAccount,
+		Logger: slogTo(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServing(t, ctx, gw, tg.pool, store, tg.dir)
+	c2 := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(srv),
+		HTTPClient:  &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}},
+		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})
+	dec, err := c2.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	if err != nil || string(dec.Plaintext) != "before restart" {
+		t.Fatalf("decrypt after restart: %v", err)
+	}
+	if _, err := c2.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: []byte("garbage that is long enough to parse as nothing at all")}); err == nil {
+		t.Fatal("garbage decrypted")
+	}
+
+	// Nothing secret at rest: no data key, no access key secret, no PIN.
+	secrets := map[string][]byte{
+		"data key":          dk.Plaintext,
+		"access key secret": []byte(tg.admin.SecretAccessKey),
+	}
+	err = filepath.WalkDir(tg.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for name, s := range secrets {
+			if bytes.Contains(raw, s) {
+				t.Errorf("%s found in %s", name, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range secrets {
+		if bytes.Contains(logs.Bytes(), s) {
+			t.Errorf("%s found in the logs", name)
+		}
+	}
+}

@@ -1,0 +1,275 @@
+// Package gateway is hsmgate's server: it authenticates callers (mutual TLS
+// or SigV4), serves the AWS KMS JSON protocol from package kmsapi on the HSM
+// pool, and exposes health, readiness and Prometheus metrics.
+//
+// # Routes
+//
+//	POST /         AWS KMS JSON 1.1 (X-Amz-Target: TrentService.<Operation>)
+//	GET  /healthz  200 while the process serves
+//	GET  /readyz   200 while the pool has a healthy slot, else 503
+//	GET  /metrics  Prometheus metrics
+//
+// # Authentication
+//
+// A request with an Authorization header is authenticated by SigV4 (service
+// "kms", the configured region); any other request by its TLS client
+// certificate, verified against the client CA, naming its principal in a
+// SAN URI urn:hsmgate:principal:<name> or else its subject CN. The
+// principal must exist in the keystore. Anything else is refused.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/gateway/kmsapi"
+	"github.com/hsmgate/hsmgate/gateway/sigv4"
+	"github.com/hsmgate/hsmgate/hsmpool"
+	"github.com/hsmgate/hsmgate/internal/pki"
+)
+
+// MaxBody bounds a request body. The largest legitimate KMS request
+// (a 6144-byte ciphertext and an 8 KiB encryption context, base64) is far
+// smaller.
+const MaxBody = 128 << 10
+
+// Config configures a Gateway.
+type Config struct {
+	Pool    *hsmpool.Pool
+	Store   *keystore.Store
+	Region  string // for SigV4 scopes and ARNs; required
+	Account string // 12-digit account id for ARNs; required
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// RequestTimeout bounds each request's work on the pool. Zero means
+	// 10s. The pool fails over within it and answers
+	// DependencyTimeoutException when it runs out.
+	RequestTimeout time.Duration
+	// MaxInFlight sheds load: a request arriving while this many are being
+	// served gets ThrottlingException at once instead of queueing. Zero
+	// means 1024.
+	MaxInFlight int
+}
+
+// Gateway serves the API. Create it with New.
+type Gateway struct {
+	cfg        Config
+	log        *slog.Logger
+	service    *kmsapi.Service
+	identities *Identities
+	verifier   *sigv4.Verifier
+	metrics    *metrics
+	mux        *http.ServeMux
+	inFlight   chan struct{}
+}
+
+// New builds a gateway on an open pool and keystore.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Pool == nil || cfg.Store == nil:
+		return nil, errors.New("gateway: a pool and a keystore are required")
+	case cfg.Region == "":
+		return nil, errors.New("gateway: a region is required")
+	case len(cfg.Account) != 12:
+		return nil, errors.New("gateway: the account id must be 12 digits")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, inFlight: make(chan struct{}, cfg.MaxInFlight)}
+	g.service = &kmsapi.Service{Pool: cfg.Pool, Store: cfg.Store, Region: cfg.Region, Account: cfg.Account, Log: cfg.Logger, Now: now}
+	g.identities = &Identities{Pool: cfg.Pool, Store: cfg.Store, Now: now}
+	g.verifier = &sigv4.Verifier{Region: cfg.Region, Service: "kms", Lookup: g.identities.Lookup, Now: now}
+	g.metrics = newMetrics(cfg.Pool)
+	g.mux = http.NewServeMux()
+	g.mux.HandleFunc("POST /{$}", g.serveKMS)
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	g.mux.HandleFunc("GET /readyz", g.serveReady)
+	g.mux.Handle("GET /metrics", g.metrics.handler())
+	return g, nil
+}
+
+// Identities returns the gateway's principal and access key manager.
+func (g *Gateway) Identities() *Identities { return g.identities }
+
+// Handler returns the gateway's HTTP handler.
+func (g *Gateway) Handler() http.Handler { return g.mux }
+
+func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if n := g.cfg.Pool.Healthy(); n > 0 {
+		fmt.Fprintf(w, "ready: %d healthy HSM slots\n", n)
+		return
+	}
+	http.Error(w, "not ready: no healthy HSM slot", http.StatusServiceUnavailable)
+}
+
+func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := newRequestID()
+	w.Header().Set("x-amzn-RequestId", reqID)
+	target := r.Header.Get("X-Amz-Target")
+	op := kmsapi.OperationName(target)
+	metricOp := op
+	if metricOp == "" {
+		metricOp = "unknown"
+	}
+	var principal string
+	writeErr := func(e *kmsapi.Error) {
+		g.metrics.observe(metricOp, e.Type, time.Since(start))
+		g.log.Info("kms request failed", "request_id", reqID, "operation", metricOp, "principal", principal, "error", e.Type, "message", e.Message)
+		writeJSONError(w, e)
+	}
+
+	select {
+	case g.inFlight <- struct{}{}:
+		defer func() { <-g.inFlight }()
+	default:
+		writeErr(kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: the gateway is serving its maximum of %d requests.", cap(g.inFlight)))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeErr(kmsapi.Errorf(kmsapi.ExValidation, "The request body is larger than %d bytes.", MaxBody))
+			return
+		}
+		writeErr(kmsapi.Errorf(kmsapi.ExSerialization, "The request body could not be read."))
+		return
+	}
+	caller, apiErr := g.authenticate(r, body)
+	if apiErr != nil {
+		writeErr(apiErr)
+		return
+	}
+	principal = caller.Principal
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
+	defer cancel()
+	resp, apiErr := g.service.Do(ctx, caller, target, body)
+	if apiErr != nil {
+		writeErr(apiErr)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-amz-json-1.1")
+	h.Set("Content-Length", strconv.Itoa(len(resp)))
+	w.Write(resp)
+	g.metrics.observe(op, "ok", time.Since(start))
+	g.log.Debug("kms request", "request_id", reqID, "operation", op, "principal", principal, "duration", time.Since(start))
+}
+
+// authenticate finds the caller: SigV4 when the request carries an
+// Authorization header, else its verified TLS client certificate.
+func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *kmsapi.Error) {
+	var name string
+	switch {
+	case r.Header.Get("Authorization") != "":
+		res, err := g.verifier.Verify(r, body)
+		if err != nil {
+			var se *sigv4.Error
+			msg := "The request signature is not valid."
+			if errors.As(err, &se) {
+				msg = se.Message
+			}
+			e := kmsapi.Errorf(sigv4.ErrorCode(err), "%s", msg)
+			e.Status = sigv4.HTTPStatus(err)
+			return kmsapi.Caller{}, e
+		}
+		name = res.Principal
+	case r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		p, err := pki.PrincipalFromCert(r.TLS.VerifiedChains[0][0])
+		if err != nil {
+			return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExUnrecognizedClient, "The client certificate names no valid principal.")
+		}
+		name = p
+	default:
+		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExMissingAuthToken, "Request is missing Authentication Token: sign it with SigV4 or present a client certificate.")
+	}
+	p, err := g.cfg.Store.Principal(name)
+	if err != nil {
+		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExUnrecognizedClient, "The principal %q is not known to this gateway.", name)
+	}
+	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin}, nil
+}
+
+func writeJSONError(w http.ResponseWriter, e *kmsapi.Error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/x-amz-json-1.1")
+	h.Set("x-amzn-ErrorType", e.Type)
+	w.WriteHeader(e.Status)
+	w.Write(kmsapi.ErrorBody(e))
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// TLSConfig returns the server's TLS configuration: TLS 1.3 unless
+// minVersion allows 1.2, the server certificate (whose key may be an HSM
+// signer), and client certificates verified against clientCAs when a client
+// presents one (SigV4 clients need none).
+func TLSConfig(cert tls.Certificate, clientCAs *x509.CertPool, minVersion uint16) *tls.Config {
+	if minVersion == 0 {
+		minVersion = tls.VersionTLS13
+	}
+	return &tls.Config{
+		MinVersion:   minVersion,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    clientCAs,
+	}
+}
+
+// Serve serves HTTPS on ln until ctx ends, then shuts down gracefully:
+// it stops accepting, lets requests in flight finish (up to grace), and
+// returns.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           g.mux,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc
+	return err
+}
