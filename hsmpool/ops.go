@@ -27,7 +27,7 @@ type Key struct {
 	ID      string
 	Version uint32
 	blob    *Blob
-	tag     uint64 // FNV-1a of the wrapped bytes: part of the cache key
+	tag     uint64           // FNV-1a of the wrapped bytes: part of the cache key
 	public  crypto.PublicKey // nil for symmetric keys
 	pubTmpl []*pkcs11.Attribute
 }
