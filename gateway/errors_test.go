@@ -327,3 +327,90 @@ func TestRestartAndNoSecretsAtRest(t *testing.T) {
 		}
 	}
 }
+
+// Encrypt takes up to 4096 bytes of plaintext: the limit itself passes and
+// one byte more is a ValidationException. Sent with plain net/http, not the
+// SDK (whose transport drops a small share of bodies over 4 KiB: upstream
+// aws-sdk-go-v2 issues 1825 and 2737).
+func TestPlaintextLimit(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	k, err := tg.mtlsClient(t).CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n      int
+		status int
+		typ    string
+	}{{4096, 200, ""}, {4097, 400, "ValidationException"}} {
+		body, _ := json.Marshal(map[string]any{"KeyId": *k.KeyMetadata.KeyId, "Plaintext": bytes.Repeat([]byte{7}, tc.n)})
+		for i := 0; i < 20; i++ { // repeated: a server-side flake would show
+			status, out, _ := tg.rawPost(t, "TrentService.Encrypt", "application/x-amz-json-1.1", body, true)
+			if status != tc.status || out["__type"] != tc.typ {
+				t.Fatalf("%d bytes: %d %v", tc.n, status, out)
+			}
+		}
+	}
+}
+
+// Shutting down lets a request in flight finish.
+func TestGracefulShutdown(t *testing.T) {
+	tg := startGateway(t, func(po *hsmpool.Options, gc *gateway.Config) { po.OpTimeout = 10 * time.Second })
+	ctx := context.Background()
+	c := tg.mtlsClient(t)
+	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{}
+	for _, st := range tg.pool.Status() {
+		names = append(names, st.Name)
+	}
+	release := func() {
+		for _, n := range names {
+			_ = tg.pool.InjectFault(n, hsmpool.FaultNone)
+		}
+	}
+	t.Cleanup(release)
+	// Warm every slot's key cache, then hold every slot's calls.
+	for i := 0; i < 20; i++ {
+		if _, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		if err := tg.pool.InjectFault(n, hsmpool.FaultHang); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("in flight")})
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		inFlight := int64(0)
+		for _, st := range tg.pool.Status() {
+			inFlight += st.InFlight
+		}
+		if inFlight > 0 {
+			break // the request is held in the HSM call
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the pool")
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { tg.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("shutdown returned while a request was in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the request in flight failed during shutdown: %v", err)
+	}
+	<-stopped
+}

@@ -1,0 +1,319 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/hsmpool"
+	"github.com/hsmgate/hsmgate/internal/testenv"
+)
+
+// benchEnv is what the benchmark's gateway process needs to start.
+type benchEnv struct {
+	Module, PINFile, SoftHSMConf, KCV, Dir string
+}
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv("HSMGATE_BENCH_SERVER"); cfg != "" {
+		os.Exit(benchServer(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+// benchServer runs a gateway in this process (a child of the benchmark)
+// until SIGTERM, printing "LISTEN <addr>" once it serves.
+func benchServer(cfgPath string) int {
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var env benchEnv
+	if err := json.Unmarshal(raw, &env); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("SOFTHSM2_CONF", env.SoftHSMConf)
+	if prof := os.Getenv("HSMGATE_BENCH_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{
+		Modules:        []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}},
+		DomainKeyCheck: env.KCV,
+		InlineCalls:    os.Getenv("HSMGATE_BENCH_INLINE") != "",
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pool.Close()
+	store, err := keystore.Open(filepath.Join(env.Dir, gateway.KeystoreFile))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer store.Close()
+	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cert, cas, err := gateway.LoadTLS(ctx, pool, store, env.Dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("LISTEN %s\n", ln.Addr())
+	if err := gw.Serve(ctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// procCPU returns the user+system CPU time a process has used.
+func procCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may contain spaces) start at ") ".
+	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGatewayCPU runs the gateway as its own process, drives it over
+// TLS with keep-alive from this process at 8 and 64 concurrent callers, and
+// measures the gateway's CPU per operation from /proc; in the same run it
+// measures the CPU per operation of the same operation called directly on
+// a pool in this process. b.N is not used: run with -benchtime 1x.
+//
+//	go test ./gateway -run '^$' -bench GatewayCPU -benchtime 1x
+func BenchmarkGatewayCPU(b *testing.B) {
+	env := testenv.NewSoftHSM(b, 4)
+	ctx := context.Background()
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	dk, _ := hsmpool.NewDomainKeyMaterial()
+	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Two keys in the keystore, for the child to serve, and the same keys
+	// for the direct pool measurement here.
+	keys := map[string]*hsmpool.Key{}
+	symID := benchKey(b, pool, store, hsmpool.AES256, hsmpool.UsageEncrypt, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", keys)
+	eccID := benchKey(b, pool, store, hsmpool.ECP256, hsmpool.UsageSign, "ECC_NIST_P256", "SIGN_VERIFY", keys)
+	store.Close()
+
+	cfg := filepath.Join(dir, "bench.json")
+	raw, _ := json.Marshal(benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf, KCV: pool.DomainKeyCheck(), Dir: dir})
+	os.WriteFile(cfg, raw, 0o600)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), "HSMGATE_BENCH_SERVER="+cfg)
+	child.Stderr = os.Stderr
+	out, _ := child.StdoutPipe()
+	if err := child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		child.Process.Signal(syscall.SIGTERM)
+		child.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
+		b.Fatalf("gateway process: %q %v", line, err)
+	}
+	url := "https://" + strings.TrimSpace(strings.TrimPrefix(line, "LISTEN ")) + "/"
+	cert, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	caRaw, _ := os.ReadFile(admin.CABundle)
+	roots := x509CertPool(b, caRaw)
+
+	ops := []struct {
+		name, target string
+		body         []byte
+		pool         func(ctx context.Context, k *hsmpool.Key) error
+		key          string
+	}{
+		{"Encrypt32", "TrentService.Encrypt",
+			[]byte(`{"KeyId":"` + symID + `","Plaintext":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`),
+			func(ctx context.Context, k *hsmpool.Key) error {
+				_, _, err := pool.EncryptGCM(ctx, k, make([]byte, 32), make([]byte, 23))
+				return err
+			}, symID},
+		{"SignP256", "TrentService.Sign",
+			[]byte(`{"KeyId":"` + eccID + `","Message":"bWVzc2FnZQ==","SigningAlgorithm":"ECDSA_SHA_256"}`),
+			func(ctx context.Context, k *hsmpool.Key) error {
+				_, err := pool.SignMessage(ctx, k, hsmpool.ECDSAWithSHA256, []byte("message"))
+				return err
+			}, eccID},
+	}
+	const window = 3 * time.Second
+	for _, callers := range []int{8, 64} {
+		client := &http.Client{Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}},
+			MaxIdleConnsPerHost: callers, MaxConnsPerHost: callers,
+		}}
+		for _, op := range ops {
+			b.Run(fmt.Sprintf("%s/callers=%d", op.name, callers), func(b *testing.B) {
+				call := func() error {
+					req, _ := http.NewRequest("POST", url, bytes.NewReader(op.body))
+					req.Header.Set("X-Amz-Target", op.target)
+					req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+					resp, err := client.Do(req)
+					if err != nil {
+						return err
+					}
+					defer resp.Body.Close()
+					io.Copy(io.Discard, resp.Body)
+					if resp.StatusCode != 200 {
+						return fmt.Errorf("status %d", resp.StatusCode)
+					}
+					return nil
+				}
+				drive(b, callers, time.Second, call) // warm up connections and caches
+				before, _ := procCPU(child.Process.Pid)
+				n, lat := drive(b, callers, window, call)
+				after, _ := procCPU(child.Process.Pid)
+				gwCPU := float64((after - before).Microseconds()) / float64(n)
+
+				k := keys[op.key]
+				direct := func() error { return op.pool(ctx, k) }
+				drive(b, callers, time.Second/2, direct)
+				cpu0 := selfCPU()
+				pn, _ := drive(b, callers, window, direct)
+				poolCPU := float64((selfCPU() - cpu0).Microseconds()) / float64(pn)
+
+				b.ReportMetric(gwCPU, "gw-cpu-µs/op")
+				b.ReportMetric(poolCPU, "pool-cpu-µs/op")
+				b.ReportMetric(gwCPU/poolCPU, "gw/pool-cpu")
+				b.ReportMetric(float64(n)/window.Seconds(), "gw-ops/s")
+				b.ReportMetric(float64(lat[len(lat)*50/100].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			})
+		}
+		client.CloseIdleConnections()
+	}
+}
+
+// drive runs call from n goroutines for d and returns the calls made and
+// their sorted latencies.
+func drive(b *testing.B, n int, d time.Duration, call func() error) (int, []time.Duration) {
+	var stop atomic.Bool
+	var mu sync.Mutex
+	var all []time.Duration
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for !stop.Load() {
+				t0 := time.Now()
+				if err := call(); err != nil {
+					b.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	if len(all) == 0 {
+		b.Fatal("no call completed")
+	}
+	return len(all), all
+}
+
+func benchKey(b *testing.B, pool *hsmpool.Pool, store *keystore.Store, spec hsmpool.KeySpec, usage hsmpool.Usage, awsSpec, awsUsage string, keys map[string]*hsmpool.Key) string {
+	g, err := pool.GenerateKey(context.Background(), spec, usage)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := fmt.Sprintf("00000000-0000-4000-8000-%012d", len(keys)+1)
+	now := time.Now().UTC()
+	err = store.Apply(&keystore.CreateKey{Key: keystore.Key{ID: id, CreatedAt: now, State: keystore.StateEnabled,
+		Spec: awsSpec, Usage: awsUsage, Origin: "AWS_KMS", Owner: gateway.AdminName,
+		Versions: []keystore.Version{{Number: 1, CreatedAt: now, Blob: g.Blob, Public: g.Public}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if keys[id], err = hsmpool.NewKey(id, 1, g.Blob, g.Public); err != nil {
+		b.Fatal(err)
+	}
+	return id
+}
+
+func x509CertPool(b *testing.B, pemData []byte) *x509.CertPool {
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pemData) {
+		b.Fatal("no CA certificate")
+	}
+	return p
+}
