@@ -317,3 +317,76 @@ func x509CertPool(b *testing.B, pemData []byte) *x509.CertPool {
 	}
 	return p
 }
+
+// BenchmarkHandler measures the gateway's handler in process, without
+// network or TLS, with the caller authenticated by a (verified) client
+// certificate: the cost and allocations of everything between the bytes of
+// a request and the bytes of its response.
+func BenchmarkHandler(b *testing.B) {
+	env := testenv.NewSoftHSM(b, 1)
+	ctx := context.Background()
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	dk, _ := hsmpool.NewDomainKeyMaterial()
+	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := map[string]*hsmpool.Key{}
+	symID := benchKey(b, pool, store, hsmpool.AES256, hsmpool.UsageEncrypt, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", keys)
+	pair, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	state := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}}
+	body := []byte(`{"KeyId":"` + symID + `","Plaintext":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`)
+	h := gw.Handler()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := httptestRequest(body)
+		req.TLS = state
+		w := &discardWriter{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		if w.status != 0 && w.status != 200 {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+}
+
+func httptestRequest(body []byte) *http.Request {
+	req, _ := http.NewRequest("POST", "https://127.0.0.1/", bytes.NewReader(body))
+	req.Header.Set("X-Amz-Target", "TrentService.Encrypt")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	return req
+}
+
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(s int)           { w.status = s }
