@@ -260,24 +260,48 @@ func TestSessionCountIsRetriedElsewhere(t *testing.T) {
 
 // With InlineCalls a hung call holds its caller, but the watchdog still takes
 // the slot out of rotation so that new requests go elsewhere, and the held
-// callers fail over once the module answers.
+// caller fails over once the module answers.
 func TestInlineCallsHang(t *testing.T) {
 	p, _ := newTestPool(t, 4, func(o *Options) { o.InlineCalls = true; o.OpTimeout = 300 * time.Millisecond })
 	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
-	ec := mustKey(t, p, "ec", ECP256, UsageSign)
-	l := startLoad(t, p, 8, 30*time.Second, aes, ec)
-	eventually(t, 5*time.Second, "load to reach tok-3", func() bool { return slotStatus(p, "tok-3").Ops > 10 })
+	ctx := context.Background()
 	if err := p.InjectFault("tok-3", FaultHang); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = p.InjectFault("tok-3", FaultNone) })
+	// Send requests one at a time until one is held by tok-3.
+	held := make(chan error, 1)
+	for i := 0; slotStatus(p, "tok-3").InFlight == 0; i++ {
+		if i == 1000 {
+			t.Fatal("no request reached tok-3")
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(50 * time.Millisecond):
+			go func() { held <- <-done }()
+		}
+	}
 	eventually(t, 5*time.Second, "watchdog to quarantine tok-3", func() bool { return slotStatus(p, "tok-3").State == StateQuarantined })
-	okAt := l.ok.Load()
-	eventually(t, 5*time.Second, "progress without tok-3", func() bool { return l.ok.Load() > okAt+100 })
+	for i := 0; i < 50; i++ {
+		if _, _, err := p.EncryptGCM(ctx, aes, []byte("x"), nil); err != nil {
+			t.Fatalf("request %d while tok-3 hangs: %v", i, err)
+		}
+	}
 	if err := p.InjectFault("tok-3", FaultNone); err != nil {
 		t.Fatal(err)
 	}
+	if err := <-held; err != nil {
+		t.Fatalf("the held request did not fail over: %v", err)
+	}
 	eventually(t, 10*time.Second, "tok-3 re-admitted", func() bool { return slotStatus(p, "tok-3").State == StateHealthy })
-	l.finish(t)
 	if st := slotStatus(p, "tok-3"); st.Timeouts == 0 {
 		t.Errorf("no overrun counted: %+v", st)
 	}
