@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
 
@@ -15,6 +16,12 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	ok       map[string]opMetrics // per operation, resolved once: no label hashing per request
+}
+
+type opMetrics struct {
+	ok      prometheus.Counter
+	latency prometheus.Observer
 }
 
 func newMetrics(pool *hsmpool.Pool) *metrics {
@@ -32,10 +39,19 @@ func newMetrics(pool *hsmpool.Pool) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, &poolCollector{pool: pool},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.ok = map[string]opMetrics{}
+	for _, op := range kmsapi.Operations() {
+		m.ok[op] = opMetrics{ok: m.requests.WithLabelValues(op, "ok"), latency: m.latency.WithLabelValues(op)}
+	}
 	return m
 }
 
 func (m *metrics) observe(op, outcome string, d time.Duration) {
+	if om, ok := m.ok[op]; ok && outcome == "ok" {
+		om.ok.Inc()
+		om.latency.Observe(d.Seconds())
+		return
+	}
 	m.requests.WithLabelValues(op, outcome).Inc()
 	m.latency.WithLabelValues(op).Observe(d.Seconds())
 }

@@ -23,6 +23,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -131,45 +132,33 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", reqID)
 	target := r.Header.Get("X-Amz-Target")
 	op := kmsapi.OperationName(target)
-	metricOp := op
-	if metricOp == "" {
-		metricOp = "unknown"
-	}
-	var principal string
-	writeErr := func(e *kmsapi.Error) {
-		g.metrics.observe(metricOp, e.Type, time.Since(start))
-		g.log.Info("kms request failed", "request_id", reqID, "operation", metricOp, "principal", principal, "error", e.Type, "message", e.Message)
-		writeJSONError(w, e)
-	}
-
 	select {
 	case g.inFlight <- struct{}{}:
 		defer func() { <-g.inFlight }()
 	default:
-		writeErr(kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: the gateway is serving its maximum of %d requests.", cap(g.inFlight)))
+		g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: the gateway is serving its maximum of %d requests.", cap(g.inFlight)))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeErr(kmsapi.Errorf(kmsapi.ExValidation, "The request body is larger than %d bytes.", MaxBody))
+			g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExValidation, "The request body is larger than %d bytes.", MaxBody))
 			return
 		}
-		writeErr(kmsapi.Errorf(kmsapi.ExSerialization, "The request body could not be read."))
+		g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExSerialization, "The request body could not be read."))
 		return
 	}
 	caller, apiErr := g.authenticate(r, body)
 	if apiErr != nil {
-		writeErr(apiErr)
+		g.fail(w, reqID, op, "", start, apiErr)
 		return
 	}
-	principal = caller.Principal
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
 	resp, apiErr := g.service.Do(ctx, caller, target, body)
 	if apiErr != nil {
-		writeErr(apiErr)
+		g.fail(w, reqID, op, caller.Principal, start, apiErr)
 		return
 	}
 	h := w.Header()
@@ -177,7 +166,19 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(resp)))
 	w.Write(resp)
 	g.metrics.observe(op, "ok", time.Since(start))
-	g.log.Debug("kms request", "request_id", reqID, "operation", op, "principal", principal, "duration", time.Since(start))
+	if g.log.Enabled(ctx, slog.LevelDebug) {
+		g.log.Debug("kms request", "request_id", reqID, "operation", op, "principal", caller.Principal, "duration", time.Since(start))
+	}
+}
+
+// fail answers a request with an API error, counts and logs it.
+func (g *Gateway) fail(w http.ResponseWriter, reqID, op, principal string, start time.Time, e *kmsapi.Error) {
+	if op == "" {
+		op = "unknown"
+	}
+	g.metrics.observe(op, e.Type, time.Since(start))
+	g.log.Info("kms request failed", "request_id", reqID, "operation", op, "principal", principal, "error", e.Type, "message", e.Message)
+	writeJSONError(w, e)
 }
 
 // authenticate finds the caller: SigV4 when the request carries an
@@ -222,12 +223,23 @@ func writeJSONError(w http.ResponseWriter, e *kmsapi.Error) {
 	w.Write(kmsapi.ErrorBody(e))
 }
 
+// newRequestID returns a random (version 4) UUID.
 func newRequestID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:16])
+	return string(out[:])
 }
 
 // TLSConfig returns the server's TLS configuration: TLS 1.3 unless
