@@ -10,7 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
+	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/softhsm"
@@ -22,23 +27,39 @@ const installSoftHSM = "apt-get install -y softhsm2"
 // maxDevTokens bounds --tokens: a development pool needs a handful.
 const maxDevTokens = 64
 
-// runInit creates a development pool in dataDir: n SoftHSM2 tokens under
-// <data>/softhsm, the user PIN in <data>/softhsm/user.pin, and
-// <data>/hsmgate.toml pointing at them. It then provisions one freshly drawn
-// domain key on every token and records the pool's domain key check value in
-// the configuration. The domain key's plaintext exists only in this
-// process's memory while it is copied into the tokens; it is never written
-// anywhere.
+// runInit creates a development gateway in dataDir:
+//
+//   - a pool of n SoftHSM2 tokens under <data>/softhsm, their user PIN in
+//     <data>/softhsm/user.pin, and one freshly drawn domain key provisioned
+//     on every token (its plaintext exists only in this process's memory
+//     while it is copied into the tokens; it is never written anywhere);
+//   - the gateway's identity (gateway.Bootstrap): the keystore
+//     <data>/keystore.db, a CA and a TLS server certificate for hosts whose
+//     private keys are generated and kept in the pool, and the admin
+//     principal with a client certificate and one SigV4 access key;
+//   - the admin's client-side credentials file <data>/admin/credentials;
+//   - and last <data>/hsmgate.toml, recording the domain key check value and
+//     the [gateway] section.
 //
 // A plaintext PIN file is a development convenience only: on a production
 // gateway the PIN comes from pin_env (and, in a later version, is sealed to
 // the TPM). See docs/configuration.md.
 //
 // It refuses a data folder that already has a configuration: that folder
-// holds a pool whose keys must not be replaced by accident.
-func runInit(ctx context.Context, dataDir string, n int, w io.Writer, log *slog.Logger) (err error) {
+// holds a pool whose keys must not be replaced by accident. The
+// configuration is written last, so a failed init removes what it created
+// and can simply be run again.
+func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Writer, log *slog.Logger) (err error) {
 	if n < 1 || n > maxDevTokens {
 		return fmt.Errorf("init: --tokens %d: want between 1 and %d", n, maxDevTokens)
+	}
+	if len(hosts) == 0 {
+		hosts = config.DefaultHosts()
+	}
+	for _, h := range hosts {
+		if err := config.CheckHost(h); err != nil {
+			return fmt.Errorf("init: --host %w", err)
+		}
 	}
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
@@ -59,16 +80,30 @@ func runInit(ctx context.Context, dataDir string, n int, w io.Writer, log *slog.
 		return fmt.Errorf("init: %w", err)
 	}
 	softDir := filepath.Join(dataDir, "softhsm")
-	if _, err := os.Stat(softDir); err == nil {
-		return fmt.Errorf("init: %s exists but %s does not: an earlier init did not finish. Remove %s and run init again",
-			softDir, config.FileName, softDir)
+	// What init creates beside the configuration. Any of it already there
+	// (without a configuration) is left over from an init that did not
+	// finish, or is something else: either way init must not use or
+	// remove it.
+	var created []string
+	for _, p := range []string{softDir, gateway.KeystoreFile, filepath.Dir(gateway.CACertFile), filepath.Dir(gateway.ServerCertFile), gateway.AdminDir} {
+		if p = filepath.Join(dataDir, p); !slices.Contains(created, p) {
+			created = append(created, p)
+		}
 	}
-	// Until the configuration is written nothing refers to the tokens, so a
-	// failed init removes them and can simply be run again.
+	for _, p := range created {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("init: %s exists but %s does not: an earlier init did not finish. Remove %s and run init again",
+				p, config.FileName, p)
+		}
+	}
+	// Until the configuration is written nothing refers to the tokens or
+	// the keystore, so a failed init removes them and can be run again.
 	defer func() {
 		if err != nil {
-			if rmErr := os.RemoveAll(softDir); rmErr != nil {
-				err = errors.Join(err, fmt.Errorf("init: clean up %s: %w", softDir, rmErr))
+			for _, p := range created {
+				if rmErr := os.RemoveAll(p); rmErr != nil {
+					err = errors.Join(err, fmt.Errorf("init: clean up %s: %w", p, rmErr))
+				}
 			}
 		}
 	}()
@@ -82,21 +117,84 @@ func runInit(ctx context.Context, dataDir string, n int, w io.Writer, log *slog.
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
+	cfg.Gateway = config.Gateway{
+		Listen:  config.DefaultListen,
+		Region:  config.DefaultRegion,
+		Account: config.DefaultAccount,
+		Hosts:   hosts,
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 
-	kcv, err := provisionDomainKey(ctx, cfg, n, log)
+	opts, err := cfg.PoolOptions(log)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	p, err := hsmpool.Open(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("init: open the new pool: %w", err)
+	}
+	defer func() {
+		if cerr := p.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("init: close the pool: %w", cerr))
+		}
+	}()
+	kcv, err := provisionDomainKey(ctx, p, n)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	cfg.Pool.DomainKeyCheck = kcv
+	fmt.Fprintf(w, "Provisioned the domain key on %d slots (check value %s)\n", n, kcv)
+
+	admin, err := bootstrapGateway(ctx, p, dataDir, hosts)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	fmt.Fprintf(w, "Created the gateway's CA and TLS server certificate (for %s); their private keys are in the HSM pool\n",
+		strings.Join(hosts, ", "))
+	fmt.Fprintf(w, "Created the admin principal, with access key %s\n", admin.AccessKeyID)
+
 	if err := cfg.Write(); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
-
-	fmt.Fprintf(w, "Provisioned the domain key on %d slots (check value %s)\n", n, kcv)
 	fmt.Fprintf(w, "Wrote %s\n", config.Path(dataDir))
 	fmt.Fprintf(w, "Note: the tokens' user PIN is in plaintext in %s: fine for development, never for production.\n", soft.PINFile)
-	fmt.Fprintln(w, "Next: hsmgate pool check")
+	fmt.Fprintf(w, `
+The admin's client credentials (a client's own secrets: copy them to the machine that calls the gateway):
+  CA bundle:          %s
+  client certificate: %s
+  client key:         %s
+  SigV4 credentials:  %s (AWS shared-credentials file, profile %q)
+Next: %s --data %s serve
+`, admin.CABundle, admin.ClientCert, admin.ClientKey, filepath.Join(dataDir, adminCredentialsFile), credentialsProfile,
+		selfCommand(), shellWord(dataDir))
 	return nil
+}
+
+// bootstrapGateway creates the keystore in dataDir and the gateway's
+// identity in it (gateway.Bootstrap), then writes the admin's SigV4
+// credentials to <data>/admin/credentials. The secret is in that file only:
+// the keystore keeps it encrypted by the HSM, and it is never printed.
+func bootstrapGateway(ctx context.Context, p *hsmpool.Pool, dataDir string, hosts []string) (admin *gateway.AdminCredentials, err error) {
+	store, err := keystore.Open(filepath.Join(dataDir, gateway.KeystoreFile))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close the keystore: %w", cerr))
+		}
+	}()
+	admin, err = gateway.Bootstrap(ctx, p, store, dataDir, hosts, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCredentials(filepath.Join(dataDir, adminCredentialsFile), admin.AccessKeyID, admin.SecretAccessKey); err != nil {
+		return nil, err
+	}
+	admin.SecretAccessKey = "" // in the file now; keep no other copy around
+	return admin, nil
 }
 
 // findSoftHSM returns the paths of softhsm2-util and of the SoftHSM2 PKCS#11
@@ -166,22 +264,9 @@ func devConfig(dataDir string, soft *softhsm.Tokens) (*config.Config, error) {
 	return &config.Config{Dir: dataDir, Pool: config.Pool{Modules: []config.Module{m}}}, nil
 }
 
-// provisionDomainKey opens the pool cfg describes (n fresh tokens), puts one
-// new domain key into every slot, and returns the pool's check value.
-func provisionDomainKey(ctx context.Context, cfg *config.Config, n int, log *slog.Logger) (kcv string, err error) {
-	opts, err := cfg.PoolOptions(log)
-	if err != nil {
-		return "", err
-	}
-	p, err := hsmpool.Open(ctx, opts)
-	if err != nil {
-		return "", fmt.Errorf("open the new pool: %w", err)
-	}
-	defer func() {
-		if cerr := p.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("close the pool: %w", cerr))
-		}
-	}()
+// provisionDomainKey puts one new domain key into every slot of p, a pool
+// of n fresh tokens, and returns the pool's check value.
+func provisionDomainKey(ctx context.Context, p *hsmpool.Pool, n int) (kcv string, err error) {
 	for _, st := range p.Status() {
 		if st.State != hsmpool.StateNoDomainKey {
 			return "", fmt.Errorf("new slot %s is %s, want %s: %s", st.Name, st.State, hsmpool.StateNoDomainKey, st.Reason)

@@ -1,8 +1,14 @@
 // Command hsmgate is the HSM gateway and its local administration tool.
 //
-// Today it sets up a development pool of SoftHSM2 tokens (hsmgate init) and
-// checks every slot of the configured pool (hsmgate pool check). The
-// configuration lives in the data folder (--data, default ./data); see
+//	hsmgate init               create a development gateway: a pool of SoftHSM2
+//	                           tokens, its domain key, the gateway's CA and TLS
+//	                           certificate (keys in the HSM) and the admin
+//	hsmgate serve              serve the AWS KMS API over HTTPS until SIGINT/SIGTERM
+//	hsmgate env                shell exports pointing the AWS CLI at the gateway
+//	hsmgate principal …        principals and their access keys (gateway stopped)
+//	hsmgate pool check         show every slot and run a round trip on each
+//
+// Everything lives in the data folder (--data, default ./data); see
 // docs/configuration.md.
 //
 // This file only wires the commands together; each command's work is in a
@@ -17,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -31,6 +38,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal asks for a graceful stop; from then on the default
+	// action is back, so a second Ctrl-C ends the process at once.
+	go func() { <-ctx.Done(); stop() }()
 	err := newApp(stdout, stderr).RunContext(ctx, args)
 	if err == nil {
 		return 0
@@ -53,7 +63,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "data",
-				Usage:   "data folder holding hsmgate.toml (and, for a dev pool, its SoftHSM2 tokens)",
+				Usage:   "data folder: hsmgate.toml, the keystore, the gateway's certificates and the admin's credentials (and, for a dev pool, its SoftHSM2 tokens)",
 				EnvVars: []string{"HSMGATE_DATA"},
 				Value:   "./data",
 			},
@@ -66,12 +76,93 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:  "init",
-				Usage: "create a development pool of SoftHSM2 tokens in the data folder and provision its domain key",
+				Usage: "create a development gateway in the data folder: SoftHSM2 tokens, their domain key, the gateway's CA and TLS certificate, and the admin's credentials",
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "tokens", Value: 4, Usage: "number of SoftHSM2 tokens (slots) to create"},
+					&cli.StringSliceFlag{Name: "host", Usage: "a DNS name or IP address for the server certificate (repeat it for more; default localhost, 127.0.0.1 and ::1)"},
 				},
 				Action: func(c *cli.Context) error {
-					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.App.Writer, newLogger(c))
+					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.StringSlice("host"), c.App.Writer, newLogger(c))
+				},
+			},
+			{
+				Name:      "serve",
+				Usage:     "serve the AWS KMS API over HTTPS (mTLS and SigV4) until SIGINT or SIGTERM",
+				ArgsUsage: " ",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "listen", Usage: "address to listen on, host:port (default: gateway.listen of the configuration)"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					return runServe(c.Context, c.String("data"), c.String("listen"), c.App.Writer, newServeLogger(c))
+				},
+			},
+			{
+				Name:  "env",
+				Usage: `print shell exports that point the AWS CLI and SDKs at the gateway as its admin: eval "$(hsmgate env)"`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "listen", Usage: "the address the gateway listens on, if not gateway.listen (as given to serve --listen)"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					return runEnv(c.String("data"), c.String("listen"), c.App.Writer)
+				},
+			},
+			{
+				Name:  "principal",
+				Usage: "manage principals and their access keys (while the gateway is stopped)",
+				Subcommands: []*cli.Command{
+					{
+						Name:      "add",
+						Usage:     "add a principal",
+						ArgsUsage: "NAME",
+						Flags:     []cli.Flag{&cli.BoolFlag{Name: "admin", Usage: "the principal may use every key"}},
+						Action: func(c *cli.Context) error {
+							name, err := oneArg(c, "NAME")
+							if err != nil {
+								return err
+							}
+							return runPrincipalAdd(c.String("data"), name, c.Bool("admin"), c.App.Writer)
+						},
+					},
+					{
+						Name:  "list",
+						Usage: "list the principals and their access keys",
+						Action: func(c *cli.Context) error {
+							if err := noArgs(c); err != nil {
+								return err
+							}
+							return runPrincipalList(c.String("data"), c.App.Writer)
+						},
+					},
+					{
+						Name:      "create-access-key",
+						Usage:     "create a SigV4 access key for a principal and print its secret, once",
+						ArgsUsage: "NAME",
+						Action: func(c *cli.Context) error {
+							name, err := oneArg(c, "NAME")
+							if err != nil {
+								return err
+							}
+							return runCreateAccessKey(c.Context, c.String("data"), name, c.App.Writer, c.App.ErrWriter, newLogger(c))
+						},
+					},
+					{
+						Name:      "revoke-access-key",
+						Usage:     "revoke an access key for good",
+						ArgsUsage: "ACCESS-KEY-ID",
+						Action: func(c *cli.Context) error {
+							akid, err := oneArg(c, "ACCESS-KEY-ID")
+							if err != nil {
+								return err
+							}
+							return runRevokeAccessKey(c.String("data"), akid, c.App.Writer)
+						},
+					},
 				},
 			},
 			{
@@ -96,6 +187,33 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		HideHelpCommand: true,
 		Suggest:         true,
 	}
+}
+
+// oneArg returns the command's only argument, named what in errors.
+func oneArg(c *cli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", fmt.Errorf("%s: want one argument, %s, after any flags; got %q", strings.TrimPrefix(c.Command.HelpName, c.App.Name+" "), what, c.Args().Slice())
+	}
+	return c.Args().First(), nil
+}
+
+// noArgs refuses arguments to a command that takes none (a flag after an
+// argument is an argument to urfave/cli, and would otherwise be ignored).
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("%s takes no arguments; got %q", strings.TrimPrefix(c.Command.HelpName, c.App.Name+" "), c.Args().Slice())
+	}
+	return nil
+}
+
+// newServeLogger is the gateway's log: JSON lines on the app's stderr, at
+// info (debug with --verbose).
+func newServeLogger(c *cli.Context) *slog.Logger {
+	level := slog.LevelInfo
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 }
 
 // newLogger logs to the app's stderr: warnings only, unless --verbose.

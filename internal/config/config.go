@@ -1,6 +1,7 @@
 // Package config reads and writes the gateway's configuration file,
 // <data>/hsmgate.toml, and turns it into the options of the packages it
-// configures (today hsmpool.Options).
+// configures: hsmpool.Options for the [pool] section, and GatewayOptions
+// (the gateway's listener, identity and limits) for the [gateway] section.
 //
 // The file is TOML. Every key is documented, with a commented example, in
 // docs/configuration.md. Loading is strict: a key this package does not know
@@ -20,8 +21,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,8 +44,236 @@ type Config struct {
 	// Write writes to Dir/hsmgate.toml.
 	Dir string `toml:"-"`
 
+	// Gateway is the [gateway] section: where the gateway listens, the
+	// identity it answers with, and its limits.
+	Gateway Gateway `toml:"gateway"`
+
 	// Pool is the [pool] section: the PKCS#11 slots and how they are used.
 	Pool Pool `toml:"pool"`
+}
+
+// Defaults of the [gateway] section, used where a key is absent or zero.
+const (
+	DefaultListen         = "127.0.0.1:8443"
+	DefaultRegion         = "us-east-1"
+	DefaultAccount        = "111122223333"
+	DefaultMinTLS         = "1.3"
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultMaxInFlight    = 1024
+	DefaultShutdownGrace  = 30 * time.Second
+)
+
+// DefaultHosts are the names and addresses the server certificate covers
+// when [gateway] hosts is absent or empty: this machine only.
+func DefaultHosts() []string { return []string{"localhost", "127.0.0.1", "::1"} }
+
+// Gateway is the [gateway] section. A zero or absent value means the
+// default (the Default… constants and DefaultHosts).
+type Gateway struct {
+	// Listen is the TCP address the gateway serves HTTPS on, host:port.
+	Listen string `toml:"listen,omitempty"`
+	// Region is the AWS region the gateway answers as: SigV4 clients sign
+	// for it and key ARNs name it.
+	Region string `toml:"region,omitempty"`
+	// Account is the 12-digit account id in key ARNs.
+	Account string `toml:"account,omitempty"`
+	// Hosts are the DNS names and IP addresses of the server certificate.
+	// `hsmgate init` issues the certificate; changing Hosts afterwards does
+	// not reissue it.
+	Hosts []string `toml:"hosts,omitempty"`
+	// MinTLS is the lowest TLS version accepted: "1.3" or "1.2".
+	MinTLS string `toml:"min_tls,omitempty"`
+	// RequestTimeout bounds each request's work on the pool.
+	RequestTimeout Duration `toml:"request_timeout,omitempty"`
+	// MaxInFlight is how many requests are served at once; more are shed
+	// with ThrottlingException.
+	MaxInFlight int `toml:"max_in_flight,omitzero"`
+	// ShutdownGrace is how long requests in flight may take to finish once
+	// the gateway is asked to stop.
+	ShutdownGrace Duration `toml:"shutdown_grace,omitempty"`
+}
+
+// GatewayOptions are the [gateway] section's values with every default
+// filled in and the TLS version decoded.
+type GatewayOptions struct {
+	Listen         string
+	Region         string
+	Account        string
+	Hosts          []string
+	MinTLS         uint16 // tls.VersionTLS12 or tls.VersionTLS13
+	RequestTimeout time.Duration
+	MaxInFlight    int
+	ShutdownGrace  time.Duration
+}
+
+// TLS protocol versions, as crypto/tls numbers them (kept here so that this
+// package need not import crypto/tls for two constants).
+const (
+	versionTLS12 = 0x0303
+	versionTLS13 = 0x0304
+)
+
+// GatewayOptions returns the [gateway] section with the defaults applied.
+func (c *Config) GatewayOptions() (GatewayOptions, error) {
+	if err := c.Validate(); err != nil {
+		return GatewayOptions{}, fmt.Errorf("configuration: %w", err)
+	}
+	g := c.Gateway
+	o := GatewayOptions{
+		Listen:         orDefault(g.Listen, DefaultListen),
+		Region:         orDefault(g.Region, DefaultRegion),
+		Account:        orDefault(g.Account, DefaultAccount),
+		Hosts:          append([]string(nil), g.Hosts...),
+		MinTLS:         versionTLS13,
+		RequestTimeout: orDefault(g.RequestTimeout.Duration, DefaultRequestTimeout),
+		MaxInFlight:    orDefault(g.MaxInFlight, DefaultMaxInFlight),
+		ShutdownGrace:  orDefault(g.ShutdownGrace.Duration, DefaultShutdownGrace),
+	}
+	if len(o.Hosts) == 0 {
+		o.Hosts = DefaultHosts()
+	}
+	if g.MinTLS == "1.2" {
+		o.MinTLS = versionTLS12
+	}
+	return o, nil
+}
+
+// orDefault returns v, or def when v is the zero value.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// CheckListen checks a listen address: host:port, the host an IP address,
+// a host name or empty (every interface), the port a number up to 65535
+// (0 lets the system choose one).
+func CheckListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (an IPv6 address goes in brackets, as in \"[::1]:8443\")", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", addr)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if err := checkHostName(host); err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	return nil
+}
+
+// CheckHost checks a name or address for the server certificate: an IP
+// address without a zone, or a DNS name (optionally with a leading "*."
+// wildcard label).
+func CheckHost(h string) error {
+	if a, err := netip.ParseAddr(h); err == nil {
+		if a.Zone() != "" {
+			return fmt.Errorf("%q: an IP address in a certificate can't have a zone", h)
+		}
+		return nil
+	}
+	name := strings.TrimPrefix(h, "*.")
+	if err := checkHostName(name); err != nil {
+		return fmt.Errorf("%q: %w", h, err)
+	}
+	return nil
+}
+
+// checkHostName checks a DNS name: dot-separated labels of 1 to 63
+// letters, digits, '-' and '_', not starting or ending with '-', at most
+// 253 bytes, not all digits (a mistyped IP address).
+func checkHostName(name string) error {
+	if name == "" || len(name) > 253 {
+		return errors.New("not an IP address, and not a host name of 1 to 253 characters")
+	}
+	allDigits := true
+	for _, l := range strings.Split(name, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return errors.New("not an IP address, and not a valid host name (labels of 1 to 63 characters, not starting or ending with '-')")
+		}
+		for i := 0; i < len(l); i++ {
+			switch c := l[i]; {
+			case c >= '0' && c <= '9':
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
+				allDigits = false
+			default:
+				return fmt.Errorf("not an IP address, and %q is not allowed in a host name", c)
+			}
+		}
+	}
+	if allDigits {
+		return errors.New("not a valid IP address")
+	}
+	return nil
+}
+
+// validate checks the [gateway] section.
+func (g *Gateway) validate() []error {
+	var errs []error
+	if g.Listen != "" {
+		if err := CheckListen(g.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("gateway.listen: %w", err))
+		}
+	}
+	if g.Region != "" && !validRegion(g.Region) {
+		errs = append(errs, fmt.Errorf("gateway.region %q: want an AWS-style region name of lower-case letters, digits and '-', such as %q", g.Region, DefaultRegion))
+	}
+	if g.Account != "" && !validAccount(g.Account) {
+		errs = append(errs, fmt.Errorf("gateway.account %q: want exactly 12 digits, such as %q", g.Account, DefaultAccount))
+	}
+	seen := map[string]bool{}
+	for i, h := range g.Hosts {
+		if err := CheckHost(h); err != nil {
+			errs = append(errs, fmt.Errorf("gateway.hosts[%d]: %w", i, err))
+		} else if seen[strings.ToLower(h)] {
+			errs = append(errs, fmt.Errorf("gateway.hosts[%d]: %q is listed twice", i, h))
+		}
+		seen[strings.ToLower(h)] = true
+	}
+	switch g.MinTLS {
+	case "", "1.2", "1.3":
+	default:
+		errs = append(errs, fmt.Errorf("gateway.min_tls %q: want \"1.3\" (the default) or \"1.2\"", g.MinTLS))
+	}
+	if g.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("gateway.max_in_flight is %d; it must be positive (or 0 for the default)", g.MaxInFlight))
+	}
+	return errs
+}
+
+// validRegion accepts 1 to 32 lower-case letters, digits and '-', starting
+// with a letter and not ending with '-' (every AWS region has this form;
+// SigV4 scopes can't hold '/' or spaces).
+func validRegion(r string) bool {
+	if len(r) > 32 || r[0] < 'a' || r[0] > 'z' || r[len(r)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		if c := r[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func validAccount(a string) bool {
+	if len(a) != 12 {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] < '0' || a[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Pool is the [pool] section. Each field maps onto the hsmpool.Options field
@@ -169,7 +401,7 @@ func Parse(b []byte) (*Config, error) {
 // exclude each other, and values out of range.
 func (c *Config) Validate() error {
 	p := &c.Pool
-	var errs []error
+	errs := c.Gateway.validate()
 	if p.SessionsPerSlot < 0 {
 		errs = append(errs, fmt.Errorf("pool.sessions_per_slot is %d; it must be positive (or 0 for the default)", p.SessionsPerSlot))
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"os"
@@ -14,6 +15,16 @@ import (
 )
 
 const full = `
+[gateway]
+listen = "[::1]:9443"
+region = "eu-west-3"
+account = "123456789012"
+hosts = ["kms.example.com", "*.kms.example.com", "10.0.0.7", "::1"]
+min_tls = "1.2"
+request_timeout = "3s"
+max_in_flight = 64
+shutdown_grace = "1m"
+
 [pool]
 sessions_per_slot = 4
 op_timeout = "1500ms"
@@ -81,6 +92,80 @@ func TestLoadMapsEveryKey(t *testing.T) {
 	}
 	if got := os.Getenv("OTHER"); got != "plain/value" {
 		t.Errorf("OTHER = %q, want it unchanged", got)
+	}
+}
+
+func TestGatewayOptionsMapsEveryKey(t *testing.T) {
+	c, err := Parse([]byte(full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.GatewayOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := GatewayOptions{
+		Listen:         "[::1]:9443",
+		Region:         "eu-west-3",
+		Account:        "123456789012",
+		Hosts:          []string{"kms.example.com", "*.kms.example.com", "10.0.0.7", "::1"},
+		MinTLS:         tls.VersionTLS12,
+		RequestTimeout: 3 * time.Second,
+		MaxInFlight:    64,
+		ShutdownGrace:  time.Minute,
+	}
+	if !reflect.DeepEqual(o, want) {
+		t.Errorf("GatewayOptions:\n got %+v\nwant %+v", o, want)
+	}
+}
+
+func TestGatewayDefaults(t *testing.T) {
+	for name, text := range map[string]string{
+		"no section":    "",
+		"empty section": "[gateway]\n",
+		"zero values":   "[gateway]\nlisten = \"\"\nhosts = []\nmax_in_flight = 0\nrequest_timeout = \"0s\"\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse([]byte(text + "\n[[pool.modules]]\npath = \"/lib.so\"\npin_env = \"P\"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := c.GatewayOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := GatewayOptions{
+				Listen:         "127.0.0.1:8443",
+				Region:         "us-east-1",
+				Account:        "111122223333",
+				Hosts:          []string{"localhost", "127.0.0.1", "::1"},
+				MinTLS:         tls.VersionTLS13,
+				RequestTimeout: 10 * time.Second,
+				MaxInFlight:    1024,
+				ShutdownGrace:  30 * time.Second,
+			}
+			if !reflect.DeepEqual(o, want) {
+				t.Errorf("GatewayOptions:\n got %+v\nwant %+v", o, want)
+			}
+		})
+	}
+	// The defaults are handed out as copies.
+	DefaultHosts()[0] = "changed"
+	if DefaultHosts()[0] != "localhost" {
+		t.Error("DefaultHosts returned shared storage")
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:8443", ":8443", "0.0.0.0:443", "[::]:8443", "[::1]:0", "localhost:8443", "kms.example.com:65535", "[fe80::1%eth0]:8443"} {
+		if err := CheckListen(ok); err != nil {
+			t.Errorf("CheckListen(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "8443", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:https", "::1:8443", "bad host:1", "-x:1", "1.2.3:8443"} {
+		if err := CheckListen(bad); err == nil {
+			t.Errorf("CheckListen(%q) accepted", bad)
+		}
 	}
 }
 
@@ -168,6 +253,25 @@ func TestRejects(t *testing.T) {
 		{"token with both", module + "tokens = [{label = \"a\", serial = \"1\"}]\n", "exactly one of label or serial"},
 		{"empty token", module + "tokens = [{}]\n", "exactly one of label or serial"},
 		{"not TOML", "[pool\n", "toml"},
+		{"unknown gateway key", "[gateway]\nport = 8443\n" + module, "gateway.port"},
+		{"listen without port", "[gateway]\nlisten = \"127.0.0.1\"\n" + module, "gateway.listen"},
+		{"listen bad port", "[gateway]\nlisten = \"127.0.0.1:99999\"\n" + module, "the port must be a number"},
+		{"listen not a string", "[gateway]\nlisten = 8443\n" + module, "listen"},
+		{"region upper case", "[gateway]\nregion = \"US-EAST-1\"\n" + module, "gateway.region"},
+		{"region with slash", "[gateway]\nregion = \"us/east\"\n" + module, "gateway.region"},
+		{"account short", "[gateway]\naccount = \"12345\"\n" + module, "gateway.account \"12345\": want exactly 12 digits"},
+		{"account letters", "[gateway]\naccount = \"11112222333a\"\n" + module, "want exactly 12 digits"},
+		{"account number", "[gateway]\naccount = 111122223333\n" + module, "account"},
+		{"host with space", "[gateway]\nhosts = [\"my host\"]\n" + module, "gateway.hosts[0]"},
+		{"host with zone", "[gateway]\nhosts = [\"fe80::1%eth0\"]\n" + module, "zone"},
+		{"host digits", "[gateway]\nhosts = [\"localhost\", \"1.2.3\"]\n" + module, "gateway.hosts[1]"},
+		{"host twice", "[gateway]\nhosts = [\"localhost\", \"LOCALHOST\"]\n" + module, "listed twice"},
+		{"hosts not a list", "[gateway]\nhosts = \"localhost\"\n" + module, "hosts"},
+		{"min_tls 1.1", "[gateway]\nmin_tls = \"1.1\"\n" + module, "gateway.min_tls \"1.1\""},
+		{"min_tls number", "[gateway]\nmin_tls = 1.3\n" + module, "min_tls"},
+		{"request_timeout bare", "[gateway]\nrequest_timeout = 10\n" + module, "want a number with a unit"},
+		{"shutdown_grace negative", "[gateway]\nshutdown_grace = \"-1s\"\n" + module, "negative"},
+		{"max_in_flight negative", "[gateway]\nmax_in_flight = -5\n" + module, "gateway.max_in_flight is -5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.text))
