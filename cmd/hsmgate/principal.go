@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+)
+
+// The principal commands change the keystore directly, so they run while
+// the gateway is stopped: the keystore's database allows one process at a
+// time, and a running gateway holds it (openKeystore says so).
+
+// withKeystore opens the data folder's keystore, runs f on it and closes it.
+func withKeystore(dataDir, cmd string, f func(*keystore.Store) error) (err error) {
+	if _, err := loadConfig(dataDir, cmd); err != nil {
+		return err
+	}
+	store, err := openKeystore(dataDir, cmd, orWaitForOther)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("%s: close the keystore: %w", cmd, cerr))
+		}
+	}()
+	return f(store)
+}
+
+// runPrincipalAdd adds a principal, an admin if admin is set. It has no
+// credentials yet: see runCreateAccessKey.
+func runPrincipalAdd(dataDir, name string, admin bool, w io.Writer) error {
+	const cmd = "principal add"
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) error {
+		ids := &gateway.Identities{Store: store}
+		if err := ids.CreatePrincipal(name, admin); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		kind := "principal"
+		if admin {
+			kind = "admin principal"
+		}
+		fmt.Fprintf(w, "Added %s %s. Give it an access key with: hsmgate principal create-access-key %s\n", kind, name, shellWord(name))
+		return nil
+	})
+}
+
+// runPrincipalList prints every principal with its access keys.
+func runPrincipalList(dataDir string, w io.Writer) error {
+	return withKeystore(dataDir, "principal list", func(store *keystore.Store) error {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tADMIN\tCREATED\tACCESS KEYS")
+		for _, p := range store.Principals() {
+			var keys []string
+			for _, a := range store.AccessKeysOf(p.Name) {
+				state := "active"
+				if a.Revoked {
+					state = "revoked"
+				}
+				keys = append(keys, a.ID+" ("+state+")")
+			}
+			admin := "no"
+			if p.Admin {
+				admin = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, admin, p.CreatedAt.UTC().Format(time.RFC3339), dash(strings.Join(keys, ", ")))
+		}
+		return tw.Flush()
+	})
+}
+
+// runCreateAccessKey creates a SigV4 access key for a principal and prints
+// it to stdout, once, as a shared-credentials profile; the warning that it
+// can't be shown again goes to stderr, so that stdout can be appended to a
+// credentials file as it is. The keystore keeps the secret only encrypted
+// by the HSM, so this opens the pool.
+func runCreateAccessKey(ctx context.Context, dataDir, name string, stdout, stderr io.Writer, log *slog.Logger) error {
+	const cmd = "principal create-access-key"
+	cfg, err := loadConfig(dataDir, cmd)
+	if err != nil {
+		return err
+	}
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) (err error) {
+		if _, err := store.Principal(name); err != nil {
+			return fmt.Errorf("%s: no principal %s (add it with `hsmgate principal add %s`)", cmd, name, shellWord(name))
+		}
+		pool, err := openPool(ctx, cfg, cmd, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := pool.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("%s: close the HSM pool: %w", cmd, cerr))
+			}
+		}()
+		ids := &gateway.Identities{Pool: pool, Store: store}
+		akid, secret, err := ids.CreateAccessKey(ctx, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintf(stdout, "[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", name, akid, secret)
+		fmt.Fprintf(stderr, "Warning: this is the only time the secret access key of %s is shown: the gateway keeps it only encrypted by the HSM. "+
+			"Store it now (for example in the client's ~/.aws/credentials, mode 0600).\n", akid)
+		return nil
+	})
+}
+
+// runRevokeAccessKey revokes an access key at once and for good.
+func runRevokeAccessKey(dataDir, akid string, w io.Writer) error {
+	const cmd = "principal revoke-access-key"
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) error {
+		a, err := store.AccessKey(akid)
+		if err != nil {
+			return fmt.Errorf("%s: no access key %s (`hsmgate principal list` shows them)", cmd, akid)
+		}
+		if a.Revoked {
+			fmt.Fprintf(w, "Access key %s (principal %s) was already revoked.\n", akid, a.Principal)
+			return nil
+		}
+		if err := (&gateway.Identities{Store: store}).RevokeAccessKey(akid); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintf(w, "Revoked access key %s of principal %s: it is refused from the gateway's next start.\n", akid, a.Principal)
+		return nil
+	})
+}
