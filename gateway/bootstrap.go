@@ -175,3 +175,38 @@ func LoadTLS(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, dat
 	}
 	return cert, clientCAs, nil
 }
+
+// IssueClientCert issues a TLS client certificate for an existing principal
+// and the public key pub, signed by the gateway's CA key in the pool. It
+// refuses when the keystore's CA key does not match dataDir's CA
+// certificate (a keystore and data folder from different gateways).
+func IssueClientCert(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, dataDir, principal string, pub crypto.PublicKey, validity time.Duration, now time.Time) (*x509.Certificate, error) {
+	if _, err := store.Principal(principal); err != nil {
+		return nil, err
+	}
+	if stored, err := store.Meta(metaCAKey); err != nil || stored == nil {
+		return nil, errors.New("the keystore holds no CA key: run hsmgate init")
+	}
+	raw, err := os.ReadFile(filepath.Join(dataDir, CACertFile))
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	cas, err := pki.ParseCertsPEM(raw)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	caSigner, err := poolSigner(ctx, pool, store, metaCAKey)
+	if err != nil {
+		return nil, err
+	}
+	if !publicKeysEqual(cas[0].PublicKey, caSigner.Public()) {
+		return nil, errors.New("the CA certificate in the data folder does not belong to the keystore's CA key")
+	}
+	return pki.IssueClient(cas[0], caSigner, pub, principal, validity, now)
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.(equaler)
+	return ok && e.Equal(b)
+}

@@ -3,6 +3,9 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -413,4 +416,32 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("the request in flight failed during shutdown: %v", err)
 	}
 	<-stopped
+}
+
+func TestIssueClientCert(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	if err := tg.gw.Identities().CreatePrincipal("carol", false); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := gateway.IssueClientCert(ctx, tg.pool, tg.store, tg.dir, "carol", &key.PublicKey, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Carol authenticates with it over mTLS and sees her (empty) key list.
+	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(tg.url),
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool,
+			Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}}}},
+		Credentials: aws.AnonymousCredentials{}, Retryer: aws.NopRetryer{}})
+	list, err := c.ListKeys(ctx, &kms.ListKeysInput{})
+	if err != nil || len(list.Keys) != 0 {
+		t.Fatalf("carol's ListKeys: %+v %v", list, err)
+	}
+	if _, err := gateway.IssueClientCert(ctx, tg.pool, tg.store, tg.dir, "nobody", &key.PublicKey, time.Hour, time.Now()); err == nil {
+		t.Fatal("a certificate for an unknown principal")
+	}
 }

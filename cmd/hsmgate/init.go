@@ -45,10 +45,10 @@ const maxDevTokens = 64
 // gateway the PIN comes from pin_env (and, in a later version, is sealed to
 // the TPM). See docs/configuration.md.
 //
-// It refuses a data folder that already has a configuration: that folder
-// holds a pool whose keys must not be replaced by accident. The
-// configuration is written last, so a failed init removes what it created
-// and can simply be run again.
+// When the data folder already has a configuration (an operator describing
+// real HSMs), init uses that pool instead (runInitConfigured). It never
+// replaces an existing gateway. The configuration is written last, so a
+// failed init removes what it created and can simply be run again.
 func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Writer, log *slog.Logger) (err error) {
 	if n < 1 || n > maxDevTokens {
 		return fmt.Errorf("init: --tokens %d: want between 1 and %d", n, maxDevTokens)
@@ -68,8 +68,8 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Wr
 	if ok, err := config.Exists(dataDir); err != nil {
 		return fmt.Errorf("init: %w", err)
 	} else if ok {
-		return fmt.Errorf("init: %s already holds a configured pool (%s); init never overwrites one. "+
-			"Use that pool, or choose another --data folder", dataDir, config.FileName)
+		// An operator's configuration (real HSMs): initialise on its pool.
+		return runInitConfigured(ctx, dataDir, hosts, w, log)
 	}
 
 	util, module, err := findSoftHSM()

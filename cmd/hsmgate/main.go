@@ -152,6 +152,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						},
 					},
 					{
+						Name:      "issue-cert",
+						Usage:     "issue a TLS client certificate for a principal from the gateway's CA (its key is in the HSMs)",
+						ArgsUsage: "NAME",
+						Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Usage: "folder to write client.pem and client.key to", Required: true}},
+						Action: func(c *cli.Context) error {
+							name, err := oneArg(c, "NAME")
+							if err != nil {
+								return err
+							}
+							return runIssueCert(c.Context, c.String("data"), name, c.String("out"), c.App.Writer, newLogger(c))
+						},
+					},
+					{
 						Name:      "revoke-access-key",
 						Usage:     "revoke an access key for good",
 						ArgsUsage: "ACCESS-KEY-ID",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -111,7 +112,7 @@ func TestInitThenPoolCheck(t *testing.T) {
 	// A second init must not touch the configured pool.
 	before, _ := os.ReadFile(config.Path(data))
 	r3 := hsmgate(t, nil, "--data", data, "init")
-	if r3.code != 1 || !strings.Contains(r3.stderr, "already holds a configured pool") {
+	if r3.code != 1 || !strings.Contains(r3.stderr, "already holds a gateway") {
 		t.Errorf("second init: exit %d, want 1 with a refusal", r3.code)
 	}
 	if after, _ := os.ReadFile(config.Path(data)); !bytes.Equal(before, after) {
@@ -219,5 +220,54 @@ func TestInitRefusesOpenDataFolder(t *testing.T) {
 	r := hsmgate(t, nil, "--data", data, "init")
 	if r.code != 1 || !strings.Contains(r.stderr, "can be opened by other users") {
 		t.Errorf("exit %d; want 1 and a refusal", r.code)
+	}
+}
+
+// init on an operator's configuration (here SoftHSM tokens standing in for
+// real HSMs, the PIN from an environment variable) provisions the domain
+// key, creates the gateway, records the check value, and refuses to run
+// twice.
+func TestInitOnConfiguredPool(t *testing.T) {
+	needSoftHSM(t)
+	env := testenv.NewSoftHSM(t, 2)
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf(`[pool]
+[[pool.modules]]
+path = %q
+pin_env = "TEST_HSM_PIN"
+tokens = [{label = "tok-0"}, {label = "tok-1"}]
+[pool.modules.env]
+SOFTHSM2_CONF = %q
+`, env.Module, env.Conf)
+	if err := os.WriteFile(config.Path(data), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pinEnv := []string{"TEST_HSM_PIN=" + env.PIN}
+	r := hsmgate(t, pinEnv, "--data", data, "init")
+	if r.code != 0 || !strings.Contains(r.stdout, "Provisioned a new domain key on 2 slots") {
+		t.Fatalf("init on a configured pool: exit %d", r.code)
+	}
+	cfg, err := config.Load(data)
+	if err != nil || cfg.Pool.DomainKeyCheck == "" {
+		t.Fatalf("domain key check not recorded: %v", err)
+	}
+	for _, f := range []string{"keystore.db", "pki/ca.pem", "admin/credentials"} {
+		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, env.PIN) {
+		t.Error("init printed the PIN")
+	}
+	r2 := hsmgate(t, pinEnv, "--data", data, "init")
+	if r2.code != 1 || !strings.Contains(r2.stderr, "already holds a gateway") {
+		t.Fatalf("second init: exit %d", r2.code)
+	}
+	r3 := hsmgate(t, pinEnv, "--data", data, "pool", "check")
+	if r3.code != 0 {
+		t.Fatalf("pool check after init: exit %d", r3.code)
 	}
 }

@@ -2,16 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/internal/pki"
 )
 
 // The principal commands change the keystore directly, so they run while
@@ -129,6 +135,64 @@ func runRevokeAccessKey(dataDir, akid string, w io.Writer) error {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}
 		fmt.Fprintf(w, "Revoked access key %s of principal %s: it is refused from the gateway's next start.\n", akid, a.Principal)
+		return nil
+	})
+}
+
+// clientCertValidity is how long a client certificate from issue-cert lasts.
+const clientCertValidity = 365 * 24 * time.Hour
+
+// runIssueCert issues a client certificate for a principal, signed by the
+// gateway's CA inside the HSM pool, with a new P-256 key made here, and
+// writes client.pem and client.key (mode 0600) to outDir. The key is the
+// client's own secret: the gateway keeps no copy.
+func runIssueCert(ctx context.Context, dataDir, name, outDir string, w io.Writer, log *slog.Logger) error {
+	const cmd = "principal issue-cert"
+	if outDir == "" {
+		return fmt.Errorf("%s: --out DIR is required", cmd)
+	}
+	cfg, err := loadConfig(dataDir, cmd)
+	if err != nil {
+		return err
+	}
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) (err error) {
+		if _, err := store.Principal(name); err != nil {
+			return fmt.Errorf("%s: no principal %s (add it with `hsmgate principal add %s`)", cmd, name, shellWord(name))
+		}
+		pool, err := openPool(ctx, cfg, cmd, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := pool.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("%s: close the HSM pool: %w", cmd, cerr))
+			}
+		}()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		cert, err := gateway.IssueClientCert(ctx, pool, store, cfg.Dir, name, &key.PublicKey, clientCertValidity, time.Now())
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		keyPEM, err := pki.EncodePrivateKeyPEM(key)
+		if err != nil {
+			return err
+		}
+		defer clear(keyPEM)
+		if err := os.MkdirAll(outDir, 0o700); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		certPath, keyPath := filepath.Join(outDir, "client.pem"), filepath.Join(outDir, "client.key")
+		if err := pki.WriteFileAtomic(certPath, pki.EncodeCertPEM(cert), 0o644); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintf(w, "Issued a client certificate for %s, valid until %s:\n  %s\n  %s (the client's private key; the gateway keeps no copy)\n",
+			name, cert.NotAfter.Format(time.RFC3339), certPath, keyPath)
 		return nil
 	})
 }

@@ -448,12 +448,41 @@ func TestServe(t *testing.T) {
 		t.Error("principal list showed a secret")
 	}
 
-	// bob's key works, and sees only bob's keys.
+	// bob gets a client certificate too.
+	bobDir := filepath.Join(t.TempDir(), "bob")
+	if r := hsmgate(t, nil, "--data", data, "principal", "issue-cert", "--out", bobDir, "bob"); r.code != 0 {
+		t.Fatalf("issue-cert: exit %d", r.code)
+	}
+	if fi, err := os.Stat(filepath.Join(bobDir, "client.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bob's client key: %v %v", fi, err)
+	}
+	if r := hsmgate(t, nil, "--data", data, "principal", "issue-cert", "--out", bobDir, "nobody"); r.code != 1 {
+		t.Errorf("issue-cert for an unknown principal: exit %d", r.code)
+	}
+
+	// bob's key works, and sees only bob's keys; so does his certificate.
 	srv = startServe(t, data)
 	srv.waitReady(t, endpoint, roots)
 	bob := kmsClient(endpoint, "us-east-1", bobID, bobSecret, roots)
 	if ids := listKeyIDs(t, bob); len(ids) != 0 {
 		t.Errorf("bob lists the admin's keys: %v", ids)
+	}
+	bobCert, err := tls.LoadX509KeyPair(filepath.Join(bobDir, "client.pem"), filepath.Join(bobDir, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobTLS := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{bobCert}}}}
+	req, _ := http.NewRequest("POST", endpoint+"/", strings.NewReader("{}"))
+	req.Header.Set("X-Amz-Target", "TrentService.ListKeys")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	resp, err := bobTLS.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"Keys":[]`) {
+		t.Errorf("bob over mTLS: %d %s", resp.StatusCode, body)
 	}
 	if code := srv.stop(t, os.Interrupt); code != 0 {
 		t.Fatalf("serve after SIGINT: exit %d, want 0", code)
