@@ -136,26 +136,8 @@ func selfCPU() time.Duration {
 //
 //	go test ./gateway -run '^$' -bench GatewayCPU -benchtime 1x
 func BenchmarkGatewayCPU(b *testing.B) {
-	env := testenv.NewSoftHSM(b, 4)
 	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		b.Fatal(err)
-	}
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
+	env, pool, store, dir, admin := benchSetup(b, 4)
 	// Two keys in the keystore, for the child to serve, and the same keys
 	// for the direct pool measurement here.
 	keys := map[string]*hsmpool.Key{}
@@ -323,27 +305,8 @@ func x509CertPool(b *testing.B, pemData []byte) *x509.CertPool {
 // certificate: the cost and allocations of everything between the bytes of
 // a request and the bytes of its response.
 func BenchmarkHandler(b *testing.B) {
-	env := testenv.NewSoftHSM(b, 1)
-	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, pool, store, _, admin := benchSetup(b, 1)
 	defer store.Close()
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
 	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -390,3 +353,31 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(s int)           { w.status = s }
+
+// benchSetup makes n SoftHSM tokens, a pool on them with a domain key, and
+// a bootstrapped keystore in a temporary data folder. The pool closes when
+// the benchmark ends; closing the store is the caller's.
+func benchSetup(b *testing.B, n int) (*testenv.SoftHSM, *hsmpool.Pool, *keystore.Store, string, *gateway.AdminCredentials) {
+	b.Helper()
+	env := testenv.NewSoftHSM(b, n)
+	ctx := context.Background()
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pool.Close() })
+	dk, _ := hsmpool.NewDomainKeyMaterial()
+	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return env, pool, store, dir, admin
+}

@@ -87,29 +87,8 @@ func startGateway(t *testing.T, tweak func(*hsmpool.Options, *gateway.Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		})
-	}
-	tg := &testGateway{pool: pool, store: store, gw: gw, url: "https://" + ln.Addr().String(), dir: dir, admin: admin, caPool: cas, stop: stop}
-	t.Cleanup(stop)
-	return tg
+	url, cas, stop := startServing(t, ctx, gw, pool, store, dir)
+	return &testGateway{pool: pool, store: store, gw: gw, url: url, dir: dir, admin: admin, caPool: cas, stop: stop}
 }
 
 // sigv4Client is aws-sdk-go-v2's KMS client with static credentials.
@@ -391,8 +370,9 @@ func slogTo(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// startServing serves gw on a new loopback listener until the test ends.
-func startServing(t *testing.T, ctx context.Context, gw *gateway.Gateway, pool *hsmpool.Pool, store *keystore.Store, dir string) string {
+// startServing serves gw on a new loopback listener until stop is called or
+// the test ends, and returns its URL and the CA of its client certificates.
+func startServing(t *testing.T, ctx context.Context, gw *gateway.Gateway, pool *hsmpool.Pool, store *keystore.Store, dir string) (url string, cas *x509.CertPool, stop func()) {
 	t.Helper()
 	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
 	if err != nil {
@@ -405,11 +385,15 @@ func startServing(t *testing.T, ctx context.Context, gw *gateway.Gateway, pool *
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return "https://" + ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return "https://" + ln.Addr().String(), cas, stop
 }

@@ -289,7 +289,7 @@ func TestRestartAndNoSecretsAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startServing(t, ctx, gw, tg.pool, store, tg.dir)
+	srv, _, _ := startServing(t, ctx, gw, tg.pool, store, tg.dir)
 	c2 := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(srv),
 		HTTPClient:  &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}},
 		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})

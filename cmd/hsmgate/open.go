@@ -78,3 +78,18 @@ func openPool(ctx context.Context, cfg *config.Config, cmd string, log *slog.Log
 	}
 	return p, nil
 }
+
+// withPool runs f on the configured pool (which must have a healthy slot)
+// and closes the pool afterwards, reporting a failed close too.
+func withPool(ctx context.Context, cfg *config.Config, cmd string, log *slog.Logger, f func(*hsmpool.Pool) error) (err error) {
+	pool, err := openPool(ctx, cfg, cmd, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := pool.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("%s: close the HSM pool: %w", cmd, cerr))
+		}
+	}()
+	return f(pool)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/pki"
 )
 
@@ -98,24 +100,17 @@ func runCreateAccessKey(ctx context.Context, dataDir, name string, stdout, stder
 		if _, err := store.Principal(name); err != nil {
 			return fmt.Errorf("%s: no principal %s (add it with `hsmgate principal add %s`)", cmd, name, shellWord(name))
 		}
-		pool, err := openPool(ctx, cfg, cmd, log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if cerr := pool.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("%s: close the HSM pool: %w", cmd, cerr))
+		return withPool(ctx, cfg, cmd, log, func(pool *hsmpool.Pool) error {
+			ids := &gateway.Identities{Pool: pool, Store: store}
+			akid, secret, err := ids.CreateAccessKey(ctx, name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", cmd, err)
 			}
-		}()
-		ids := &gateway.Identities{Pool: pool, Store: store}
-		akid, secret, err := ids.CreateAccessKey(ctx, name)
-		if err != nil {
-			return fmt.Errorf("%s: %w", cmd, err)
-		}
-		fmt.Fprintf(stdout, "[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", name, akid, secret)
-		fmt.Fprintf(stderr, "Warning: this is the only time the secret access key of %s is shown: the gateway keeps it only encrypted by the HSM. "+
-			"Store it now (for example in the client's ~/.aws/credentials, mode 0600).\n", akid)
-		return nil
+			fmt.Fprintf(stdout, "[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", name, akid, secret)
+			fmt.Fprintf(stderr, "Warning: this is the only time the secret access key of %s is shown: the gateway keeps it only encrypted by the HSM. "+
+				"Store it now (for example in the client's ~/.aws/credentials, mode 0600).\n", akid)
+			return nil
+		})
 	})
 }
 
@@ -159,20 +154,15 @@ func runIssueCert(ctx context.Context, dataDir, name, outDir string, w io.Writer
 		if _, err := store.Principal(name); err != nil {
 			return fmt.Errorf("%s: no principal %s (add it with `hsmgate principal add %s`)", cmd, name, shellWord(name))
 		}
-		pool, err := openPool(ctx, cfg, cmd, log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if cerr := pool.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("%s: close the HSM pool: %w", cmd, cerr))
-			}
-		}()
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
 		}
-		cert, err := gateway.IssueClientCert(ctx, pool, store, cfg.Dir, name, &key.PublicKey, clientCertValidity, time.Now())
+		var cert *x509.Certificate
+		err = withPool(ctx, cfg, cmd, log, func(pool *hsmpool.Pool) (err error) {
+			cert, err = gateway.IssueClientCert(ctx, pool, store, cfg.Dir, name, &key.PublicKey, clientCertValidity, time.Now())
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", cmd, err)
 		}

@@ -449,19 +449,9 @@ func (s *Service) verify(ctx context.Context, c Caller, req *signRequest) (*veri
 }
 
 func (s *Service) getPublicKey(_ context.Context, c Caller, req *keyIDRequest) (*getPublicKeyResponse, error) {
-	k, err := s.resolve(req.KeyId)
+	k, err := s.usable(c, "GetPublicKey", req.KeyId, "")
 	if err != nil {
 		return nil, err
-	}
-	if err := s.authorize(c, "GetPublicKey", k); err != nil {
-		return nil, err
-	}
-	switch k.State {
-	case keystore.StateEnabled:
-	case keystore.StateDisabled:
-		return nil, Errorf(ExDisabled, "%s is disabled.", s.keyARN(k.ID))
-	default:
-		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
 	}
 	pub := k.Current().Public
 	if len(pub) == 0 {
