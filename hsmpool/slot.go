@@ -258,7 +258,10 @@ func (s *slot) State() State { return State(s.state.Load()) }
 func (s *slot) setState(st State, reason string) {
 	old := State(s.state.Swap(int32(st)))
 	s.reason.Store(&reason)
-	if old != st {
+	switch {
+	case old == 0:
+		s.p.log.Info("hsm slot opened", "slot", s.name, "state", st.String(), "reason", reason)
+	case old != st:
 		s.p.log.Info("hsm slot state", "slot", s.name, "from", old.String(), "to", st.String(), "reason", reason)
 	}
 }
