@@ -306,3 +306,45 @@ func TestInlineCallsHang(t *testing.T) {
 		t.Errorf("no overrun counted: %+v", st)
 	}
 }
+
+// Callers whose deadlines expire at every point of a call's life neither
+// hang the pool, nor leak sessions, nor quarantine a healthy slot: a
+// caller's short deadline says nothing about the HSM.
+func TestShortDeadlines(t *testing.T) {
+	p, _ := newTestPool(t, 2, nil)
+	aes := mustKey(t, p, "aes", AES256, UsageEncrypt)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				d := time.Duration((g*31+i*17)%400) * time.Microsecond
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				_, _, _ = p.EncryptGCM(ctx, aes, []byte("x"), nil)
+				cancel()
+			}
+		}(g)
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("calls with short deadlines hung")
+	}
+	eventually(t, 5*time.Second, "abandoned calls to finish", func() bool {
+		for _, st := range p.Status() {
+			if st.Abandoned != 0 || st.Borrowed != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if p.Healthy() != 2 {
+		t.Fatalf("short caller deadlines quarantined a slot: %+v", p.Status())
+	}
+	if _, _, err := p.EncryptGCM(context.Background(), aes, []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -217,13 +217,15 @@ func (p *Pool) EncryptGCM(ctx context.Context, k *Key, plaintext, aad []byte) (i
 	if err := p.check(k, AES256, UsageEncrypt, p.caps.AESGCM, "CKM_AES_GCM", "encrypt"); err != nil {
 		return nil, nil, err
 	}
-	iv = make([]byte, 12)
-	if _, err := rand.Read(iv); err != nil {
+	// The closure below may outlive this call (an abandoned attempt), so it
+	// captures nothing this function writes afterwards.
+	nonce := make([]byte, 12)
+	if _, err := rand.Read(nonce); err != nil {
 		return nil, nil, err
 	}
 	type result struct{ iv, ct []byte }
 	r, err := useKey(p, ctx, k, false, opOther, "encrypt", func(ck Cryptoki, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) (result, error) {
-		params := pkcs11.NewGCMParams(iv, aad, 128)
+		params := pkcs11.NewGCMParams(nonce, aad, 128)
 		defer params.Free() // GCM parameters live in C memory
 		if err := ck.EncryptInit(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, obj); err != nil {
 			return result{}, err
@@ -234,10 +236,10 @@ func (p *Pool) EncryptGCM(ctx context.Context, k *Key, plaintext, aad []byte) (i
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(r.iv) == len(iv) {
-		iv = r.iv
+	if len(r.iv) == len(nonce) {
+		return r.iv, r.ct, nil
 	}
-	return iv, r.ct, nil
+	return nonce, r.ct, nil
 }
 
 // DecryptGCM decrypts and authenticates an AES-GCM ciphertext (with its tag

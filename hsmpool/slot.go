@@ -55,23 +55,23 @@ func (s State) String() string {
 // interrupted). The worker keeps a grown stack from call to call, which a
 // goroutine per call would not.
 type session struct {
-	h    pkcs11.SessionHandle
-	gen  uint64 // the slot generation it was opened in
-	jobs chan *job
-	cur  atomic.Pointer[job] // the call in progress, for the watchdog
+	h       pkcs11.SessionHandle
+	gen     uint64 // the slot generation it was opened in
+	jobs    chan *job
+	cur     atomic.Pointer[job] // the call its caller waits for, for the watchdog
+	running atomic.Pointer[job] // the call in the module, for the watchdog
 }
 
 // job is one call handed to a session's worker.
 type job struct {
 	fn        func() error
 	done      chan error
-	deadline  atomic.Int64 // unix nanoseconds
+	deadline  atomic.Int64 // unix nanoseconds: when the caller stops waiting
+	slowAfter int64        // unix nanoseconds: past this the slot is suspect
 	state     atomic.Int32 // 0 running, 1 answered, 2 overran its deadline
 	abandoned func()       // run by the worker if the caller gave up
 	inline    bool         // run on the caller's goroutine (Options.InlineCalls)
 }
-
-var jobPool = sync.Pool{New: func() any { return &job{done: make(chan error, 1)} }}
 
 func (s *slot) newSession(h pkcs11.SessionHandle, gen uint64) *session {
 	sess := &session{h: h, gen: gen}
@@ -90,14 +90,14 @@ func (s *slot) newSession(h pkcs11.SessionHandle, gen uint64) *session {
 // ends with it.
 func (sess *session) work() {
 	for j := range sess.jobs {
+		sess.running.Store(j)
 		err := j.fn()
+		sess.running.Store(nil)
 		if j.state.CompareAndSwap(0, 1) {
 			j.done <- err
 			continue
 		}
 		j.abandoned()
-		j.fn, j.abandoned = nil, nil
-		jobPool.Put(j)
 		return
 	}
 }
@@ -112,42 +112,39 @@ func (sess *session) work() {
 // watchdog still notices an overrun and quarantines the slot, but the caller
 // waits for the module. overran then reports that the session must not be
 // reused.
-func (sess *session) exec(deadline time.Time, fn func() error, abandoned func()) (overran bool, err error) {
-	j := jobPool.Get().(*job)
+func (sess *session) exec(deadline, slowAfter time.Time, fn func() error, abandoned func()) (overran bool, err error) {
+	// A job is never reused: the watchdog may still hold a pointer to an
+	// earlier one, and must not be able to act on a later call through it.
+	j := &job{inline: sess.jobs == nil, slowAfter: slowAfter.UnixNano()}
 	j.deadline.Store(deadline.UnixNano())
-	j.state.Store(0)
-	j.inline = sess.jobs == nil
 	if j.inline {
 		sess.cur.Store(j)
+		sess.running.Store(j)
 		err = fn()
+		sess.running.Store(nil)
 		sess.cur.Store(nil)
-		overran = !j.state.CompareAndSwap(0, 1)
-		jobPool.Put(j)
-		return overran, err
+		return !j.state.CompareAndSwap(0, 1), err
 	}
-	j.fn, j.abandoned = fn, abandoned
+	j.fn, j.abandoned, j.done = fn, abandoned, make(chan error, 1)
 	sess.cur.Store(j)
 	sess.jobs <- j
 	err = <-j.done
 	sess.cur.Store(nil)
-	if err == errTimeout && j.state.Load() == 2 {
-		return true, err // the worker owns j now
-	}
-	j.fn, j.abandoned = nil, nil
-	jobPool.Put(j)
-	return false, err
+	// Exactly one answer arrives: the worker's (it won the race to state 1)
+	// or the watchdog's errTimeout (it won the race to state 2, and the
+	// worker now owns the session). fn never returns errTimeout.
+	return err == errTimeout, err
 }
 
-// expire gives up on the session's call if its deadline has passed.
-func (sess *session) expire(now int64) bool {
-	j := sess.cur.Load()
-	if j == nil || now < j.deadline.Load() || !j.state.CompareAndSwap(0, 2) {
-		return false
-	}
-	if !j.inline {
+// expire gives up on the session's call if its caller's deadline has
+// passed, and reports whether the call in the module has run past the
+// point where the slot is suspect (op_timeout, or a key generation's own).
+func (sess *session) expire(now int64) (slow bool) {
+	if j := sess.cur.Load(); j != nil && now >= j.deadline.Load() && j.state.CompareAndSwap(0, 2) && !j.inline {
 		j.done <- errTimeout
 	}
-	return true
+	r := sess.running.Load()
+	return r != nil && now >= r.slowAfter
 }
 
 // close closes the PKCS#11 session and ends its worker. Not for a session
@@ -170,15 +167,17 @@ func (s *slot) forget(sess *session) {
 // passed. The pool's watchdog runs it every few milliseconds.
 func (s *slot) expireCalls(now int64) {
 	s.sessMu.Lock()
-	expired := 0
+	slow := 0
 	for sess := range s.sessions {
 		if sess.expire(now) {
-			expired++
+			slow++
 		}
 	}
 	s.sessMu.Unlock()
-	if expired > 0 {
-		s.quarantine("a call overran its deadline")
+	if slow > 0 {
+		// A caller's deadline alone says nothing about the slot; a call
+		// still in the module past op_timeout does.
+		s.quarantine(fmt.Sprintf("%d calls ran past the operation timeout", slow))
 	}
 }
 
@@ -352,6 +351,7 @@ func (s *slot) borrow(deadline time.Time) (*session, *Error) {
 	}
 	s.idleMu.Unlock()
 	var h pkcs11.SessionHandle
+	start := time.Now()
 	err := call(deadline, func() (err error) {
 		h, err = s.mod.ck.OpenSession(s.id, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 		return err
@@ -367,7 +367,9 @@ func (s *slot) borrow(deadline time.Time) (*session, *Error) {
 		if err == errTimeout {
 			s.abandoned.Add(1)
 			s.timeouts.Add(1)
-			s.quarantine("C_OpenSession timed out")
+			if time.Since(start) >= s.p.opts.OpTimeout {
+				s.quarantine("C_OpenSession timed out")
+			}
 			return nil, &Error{Op: "open session", Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
 		}
 		s.borrowed.Add(-1)
@@ -410,7 +412,11 @@ func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.
 		return perr
 	}
 	start := time.Now()
-	overran, err := sess.exec(deadline, func() error { return fn(sess.h) }, func() {
+	slowAfter := start.Add(s.p.opts.OpTimeout)
+	if deadline.After(slowAfter) {
+		slowAfter = deadline // a key generation has a longer budget
+	}
+	overran, err := sess.exec(deadline, slowAfter, func() error { return fn(sess.h) }, func() {
 		// The worker runs this, then ends: the session must not be reused.
 		s.forget(sess)
 		_ = s.mod.ck.CloseSession(sess.h)
@@ -435,11 +441,12 @@ func (s *slot) run(deadline time.Time, op opKind, what string, fn func(h pkcs11.
 		return nil
 	}
 	if err == errTimeout {
-		// The session stays borrowed until its call returns; the slot is
-		// suspect until a probe says otherwise.
+		// The session stays borrowed until its call returns. The watchdog
+		// quarantines the slot if the call is still in the module past
+		// op_timeout; a caller that could not wait so long is no sign of a
+		// failing slot. Either way another slot may take a retry.
 		s.abandoned.Add(1)
 		s.timeouts.Add(1)
-		s.quarantine(what + " timed out")
 		return &Error{Op: what, Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
 	}
 	e := wrapRV(err, op, what, s.name)
@@ -475,6 +482,7 @@ func (s *slot) onControl(deadline time.Time, op opKind, what string, fn func(c *
 		s.throttled.Add(1)
 		return &Error{Op: what, Slot: s.name, Err: ErrThrottled}
 	}
+	start := time.Now()
 	err := call(deadline, func() error { return fn(c) }, func() { s.releaseControl(c) })
 	if err == nil {
 		s.releaseControl(c)
@@ -482,7 +490,9 @@ func (s *slot) onControl(deadline time.Time, op opKind, what string, fn func(c *
 	}
 	if err == errTimeout {
 		s.timeouts.Add(1)
-		s.quarantine(what + " timed out")
+		if time.Since(start) >= s.p.opts.OpTimeout {
+			s.quarantine(what + " timed out")
+		}
 		return &Error{Op: what, Slot: s.name, Class: ClassDevice, Err: ErrTimeout}
 	}
 	s.releaseControl(c)
