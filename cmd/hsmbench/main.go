@@ -1,0 +1,71 @@
+// Command hsmbench measures a KMS for capacity planning: the hsmgate
+// gateway or any AWS-KMS-compatible endpoint (hsmbench run), the HSM pool
+// directly (hsmbench pool), and from a sweep over pool sizes how many slots
+// and gateway nodes a load needs (hsmbench plan). See docs/benchmarking.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newApp(stdout, stderr).RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(stderr, "hsmbench:", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "hsmbench:", err)
+	return 1
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "hsmbench",
+		Usage: "measure a KMS (the hsmgate gateway, another KMS endpoint, or the HSM pool) and plan capacity",
+		Commands: []*cli.Command{
+			{
+				Name:   "run",
+				Usage:  "drive a KMS endpoint (AWS_ENDPOINT_URL and the other AWS_* variables, as `hsmgate env` sets them)",
+				Flags:  append(endpointFlags(), loadFlags()...),
+				Action: runEndpoint,
+			},
+			{
+				Name:   "pool",
+				Usage:  "drive the HSM pool of an hsmgate data folder directly: the ceiling the gateway is measured against",
+				Flags:  append(poolFlags(), loadFlags()...),
+				Action: runPool,
+			},
+			{
+				Name:   "plan",
+				Usage:  "fit the Universal Scalability Law to a slot sweep's report and size a target load",
+				Flags:  planFlags(),
+				Action: runPlan,
+			},
+		},
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true,
+		Suggest:         true,
+	}
+}
