@@ -218,11 +218,7 @@ func TestServerSideErrors(t *testing.T) {
 	// Every slot hangs: the request ends at its deadline with 503
 	// DependencyTimeoutException, and a request arriving meanwhile is
 	// shed with ThrottlingException (MaxInFlight is 1).
-	clearFaults := func() {
-		for _, st := range tg.pool.Status() {
-			_ = tg.pool.InjectFault(st.Name, hsmpool.FaultNone)
-		}
-	}
+	clearFaults := tg.pool.ClearFaults
 	t.Cleanup(clearFaults) // before the gateway and pool close, even on failure
 	for _, st := range tg.pool.Status() {
 		if err := tg.pool.InjectFault(st.Name, hsmpool.FaultHang); err != nil {
@@ -236,15 +232,14 @@ func TestServerSideErrors(t *testing.T) {
 		defer wg.Done()
 		_, hungErr = c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")})
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	var shed error
-	for time.Now().Before(deadline) {
-		_, shed = c.ListKeys(ctx, &kms.ListKeysInput{})
-		if shed != nil {
-			break
+	// Once the Encrypt is held in the pool (it holds the one place), a
+	// ListKeys is shed.
+	for deadline := time.Now().Add(5 * time.Second); !inPool(tg.pool); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the pool")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	_, shed := c.ListKeys(ctx, &kms.ListKeysInput{})
 	if shed == nil {
 		wg.Wait()
 		t.Fatal("no request was shed while one was in flight")
@@ -370,11 +365,9 @@ func TestGracefulShutdown(t *testing.T) {
 	for _, st := range tg.pool.Status() {
 		names = append(names, st.Name)
 	}
-	release := func() {
-		for _, n := range names {
-			_ = tg.pool.InjectFault(n, hsmpool.FaultNone)
-		}
-	}
+	// Released all at once, the held call (which the hang ends with a
+	// device error) is retried on a slot that no longer hangs.
+	release := tg.pool.ClearFaults
 	t.Cleanup(release)
 	// Warm every slot's key cache, then hold every slot's calls.
 	for i := 0; i < 20; i++ {
@@ -392,14 +385,7 @@ func TestGracefulShutdown(t *testing.T) {
 		_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("in flight")})
 		done <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		inFlight := int64(0)
-		for _, st := range tg.pool.Status() {
-			inFlight += st.InFlight
-		}
-		if inFlight > 0 {
-			break // the request is held in the HSM call
-		}
+	for deadline := time.Now().Add(5 * time.Second); !inPool(tg.pool); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the request never reached the pool")
 		}
@@ -444,4 +430,14 @@ func TestIssueClientCert(t *testing.T) {
 	if _, err := gateway.IssueClientCert(ctx, tg.pool, tg.store, tg.dir, "nobody", &key.PublicKey, time.Hour, time.Now()); err == nil {
 		t.Fatal("a certificate for an unknown principal")
 	}
+}
+
+// inPool reports whether any request is in flight in the pool.
+func inPool(p *hsmpool.Pool) bool {
+	for _, st := range p.Status() {
+		if st.InFlight > 0 {
+			return true
+		}
+	}
+	return false
 }

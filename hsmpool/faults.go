@@ -89,6 +89,20 @@ func (fi *FaultInjector) Set(slotID uint, f Fault) {
 	fi.active.Store(len(fi.faults) > 0)
 }
 
+// ClearAll clears every slot's fault at once: no call released from a hang
+// can meet a fault still set on another slot.
+func (fi *FaultInjector) ClearAll() {
+	fi.mu.Lock()
+	hangs := fi.hang
+	fi.faults = map[uint]Fault{}
+	fi.hang = map[uint]chan struct{}{}
+	fi.active.Store(false)
+	fi.mu.Unlock()
+	for _, ch := range hangs {
+		close(ch)
+	}
+}
+
 // check returns the error a call on slotID should fail with, after holding
 // it while the slot hangs. onSession says whether the call uses a session.
 func (fi *FaultInjector) check(slotID uint, onSession, opening bool) error {

@@ -502,6 +502,13 @@ func (p *Pool) InjectFault(name string, f Fault) error {
 	return nil
 }
 
+// ClearFaults clears every injected fault of the pool at once.
+func (p *Pool) ClearFaults() {
+	for _, fi := range p.faults {
+		fi.ClearAll()
+	}
+}
+
 // ProvisionDomainKey creates the domain key on every slot that has none, as
 // a token object that is sensitive and can never be extracted, and brings
 // those slots into service. material must be 32 bytes; the pool keeps no
