@@ -137,10 +137,10 @@ func Closed(ctx context.Context, t Target, w *Workload, n int, o Options) (Run, 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for ctx.Err() == nil {
+				for !deadlinePassed(ctx) {
 					start := time.Now()
 					op, code, checked := c.call(ctx)
-					if ctx.Err() != nil && code == CodeTimeout {
+					if code != "" && deadlinePassed(ctx) {
 						return // the window closed on this call: not a result
 					}
 					win.record(start, op, code, checked)

@@ -141,10 +141,21 @@ func callError(ctx context.Context, call string, err error) error {
 		return err
 	}
 	code := classify(err)
-	if code != CodeWrongResult && ctx.Err() != nil {
+	if code != CodeWrongResult && deadlinePassed(ctx) {
 		code = CodeTimeout
 	}
 	return &CallError{Call: call, Code: code, Err: err}
+}
+
+// deadlinePassed reports whether ctx has ended or its deadline has passed
+// (ctx.Err() turns non-nil only when the context's timer has run, which on
+// a loaded machine can be a millisecond late).
+func deadlinePassed(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // KMSConfig says how to reach a KMS endpoint.

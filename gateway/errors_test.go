@@ -356,7 +356,17 @@ func TestPlaintextLimit(t *testing.T) {
 func TestGracefulShutdown(t *testing.T) {
 	tg := startGateway(t, func(po *hsmpool.Options, gc *gateway.Config) { po.OpTimeout = 10 * time.Second })
 	ctx := context.Background()
-	c := tg.mtlsClient(t)
+	// One HTTP/2 connection, warmed up before the HSMs hang: the request
+	// held below is in the handler, not in a new TLS handshake (whose
+	// signature the hanging HSMs would hold too).
+	cert, err := tls.LoadX509KeyPair(tg.admin.ClientCert, tg.admin.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(tg.url),
+		HTTPClient: &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+			TLSClientConfig: &tls.Config{RootCAs: tg.caPool, Certificates: []tls.Certificate{cert}}}},
+		Credentials: aws.AnonymousCredentials{}, Retryer: aws.NopRetryer{}})
 	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
 	if err != nil {
 		t.Fatal(err)

@@ -353,11 +353,17 @@ func (p *Pool) do(ctx context.Context, what string, timeout time.Duration, attem
 	var last *Error
 	var tried *slot
 	for i := 0; i < 2; i++ {
-		if err := ctx.Err(); err != nil {
+		// ctx.Err() turns non-nil only once the context's timer has run,
+		// which on a loaded machine can be late: check the deadline too.
+		cerr := ctx.Err()
+		if d, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(d) {
+			cerr = context.DeadlineExceeded
+		}
+		if cerr != nil {
 			if last != nil {
 				return last
 			}
-			return &Error{Op: what, Err: fmt.Errorf("%w: %v", ErrTimeout, err)}
+			return &Error{Op: what, Err: fmt.Errorf("%w: %w", ErrTimeout, cerr)}
 		}
 		s := p.pick(tried)
 		if s == nil {
