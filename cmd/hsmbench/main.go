@@ -56,6 +56,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: runPool,
 			},
 			{
+				Name:  "scenario",
+				Usage: "measure the pool while something fails",
+				Subcommands: []*cli.Command{{
+					Name:   "failover",
+					Usage:  "one slot fails mid-run and recovers: errors, throughput and latency before, during and after",
+					Flags:  scenarioFlags(),
+					Action: runScenario,
+				}},
+			},
+			{
 				Name:   "plan",
 				Usage:  "fit the Universal Scalability Law to a slot sweep's report and size a target load",
 				Flags:  planFlags(),

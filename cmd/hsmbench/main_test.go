@@ -193,3 +193,35 @@ func TestRunAgainstGatewayFromEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// A slot fails mid-run: every call still succeeds (retried on another
+// slot), the report has the three phases and a timeline.
+func TestFailoverScenario(t *testing.T) {
+	data := dataFolder(t)
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, _ := hsmbench(t, "scenario", "failover", "--data", data, "--slot", "tok-1", "--fault", "device-error",
+		"--phase", "400ms", "--warmup", "100ms", "--concurrency", "4", "--out", out, "--no-progress")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	f, err := os.Open(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := bench.ReadJSON(f)
+	if err != nil || len(rep.Runs) != 3 {
+		t.Fatalf("report: %v", err)
+	}
+	for _, r := range rep.Runs {
+		if r.Summary.Calls == 0 || r.Summary.Errors != 0 || r.CheckFailures != 0 {
+			t.Errorf("%s: %d calls, %d errors, %d wrong", r.Name, r.Summary.Calls, r.Summary.Errors, r.CheckFailures)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "timeline.png")); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(stdout, "Slot tok-1 at the end: healthy") {
+		t.Error("the slot did not recover")
+	}
+}
