@@ -56,6 +56,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: runPool,
 			},
 			{
+				Name:   "compare",
+				Usage:  "the same workload on two targets in interleaved rounds, and the ratio of every metric",
+				Flags:  compareFlags(),
+				Action: runCompare,
+			},
+			{
 				Name:  "scenario",
 				Usage: "measure the pool while something fails",
 				Subcommands: []*cli.Command{{

@@ -225,3 +225,30 @@ func TestFailoverScenario(t *testing.T) {
 		t.Error("the slot did not recover")
 	}
 }
+
+// compare runs two targets in interleaved rounds and writes the ratios.
+func TestCompare(t *testing.T) {
+	data := dataFolder(t)
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, _ := hsmbench(t, "compare", "--a", "pool:"+data, "--b", "pool:"+data, "--rounds", "2",
+		"--concurrency", "2", "--warmup", "50ms", "--duration", "200ms", "--out", out, "--no-progress")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "compare.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "| calls/s |") || !strings.Contains(stdout, "B/A") {
+		t.Fatalf("compare.md: %s", raw)
+	}
+	f, err := os.Open(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := bench.ReadJSON(f)
+	if err != nil || len(rep.Runs) != 4 || !strings.HasPrefix(rep.Runs[1].Name, "B round 1") {
+		t.Fatalf("runs: %v %v", err, len(rep.Runs))
+	}
+}
