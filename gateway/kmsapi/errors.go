@@ -25,46 +25,34 @@ func (e *Error) Error() string { return e.Type + ": " + e.Message }
 
 // The exception types hsmgate answers with, as AWS KMS names them.
 const (
-	ExNotFound             = "NotFoundException"
-	ExDisabled             = "DisabledException"
-	ExInvalidState         = "KMSInvalidStateException"
-	ExInvalidCiphertext    = "InvalidCiphertextException"
-	ExIncorrectKey         = "IncorrectKeyException"
-	ExInvalidKeyUsage      = "InvalidKeyUsageException"
-	ExInvalidSignature     = "KMSInvalidSignatureException"
-	ExInvalidMac           = "KMSInvalidMacException"
-	ExValidation           = "ValidationException"
-	ExSerialization        = "SerializationException"
-	ExAccessDenied         = "AccessDeniedException"
-	ExThrottling           = "ThrottlingException"
-	ExUnsupported          = "UnsupportedOperationException"
-	ExAlreadyExists        = "AlreadyExistsException"
-	ExInvalidAliasName     = "InvalidAliasNameException"
-	ExInvalidMarker        = "InvalidMarkerException"
-	ExTag                  = "TagException"
-	ExInternal             = "KMSInternalException"
-	ExDependencyTimeout    = "DependencyTimeoutException"
-	ExUnknownOperation     = "UnknownOperationException"
-	ExUnrecognizedClient   = "UnrecognizedClientException"
-	ExInvalidSigV4         = "InvalidSignatureException"
-	ExIncompleteSignature  = "IncompleteSignatureException"
-	ExMissingAuthToken     = "MissingAuthenticationTokenException"
-	ExRequestTooLarge      = "ValidationException"
-	ExInvalidGrantToken    = "InvalidGrantTokenException"
-	ExKeyUnavailable       = "KeyUnavailableException"
-	ExInvalidArnException  = "InvalidArnException"
-	ExDryRun               = "DryRunOperationException"
-	ExLimitExceeded        = "LimitExceededException"
-	ExInvalidImportToken   = "InvalidImportTokenException"
-	ExExpiredImportToken   = "ExpiredImportTokenException"
-	ExIncorrectKeyMaterial = "IncorrectKeyMaterialException"
+	ExNotFound           = "NotFoundException"
+	ExDisabled           = "DisabledException"
+	ExInvalidState       = "KMSInvalidStateException"
+	ExInvalidCiphertext  = "InvalidCiphertextException"
+	ExIncorrectKey       = "IncorrectKeyException"
+	ExInvalidKeyUsage    = "InvalidKeyUsageException"
+	ExInvalidSignature   = "KMSInvalidSignatureException"
+	ExInvalidMac         = "KMSInvalidMacException"
+	ExValidation         = "ValidationException"
+	ExSerialization      = "SerializationException"
+	ExAccessDenied       = "AccessDeniedException"
+	ExThrottling         = "ThrottlingException"
+	ExUnsupported        = "UnsupportedOperationException"
+	ExAlreadyExists      = "AlreadyExistsException"
+	ExInvalidAliasName   = "InvalidAliasNameException"
+	ExTag                = "TagException"
+	ExInternal           = "KMSInternalException"
+	ExDependencyTimeout  = "DependencyTimeoutException"
+	ExUnknownOperation   = "UnknownOperationException"
+	ExUnrecognizedClient = "UnrecognizedClientException"
+	ExMissingAuthToken   = "MissingAuthenticationTokenException"
+	ExDryRun             = "DryRunOperationException"
 )
 
 // status is the HTTP status of each exception type: 400 unless listed.
 var status = map[string]int{
 	ExInternal:          http.StatusInternalServerError,
 	ExDependencyTimeout: http.StatusServiceUnavailable,
-	ExKeyUnavailable:    http.StatusInternalServerError,
 	ExAccessDenied:      http.StatusBadRequest,
 }
 
