@@ -8,12 +8,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/hsmgate/hsmgate/gateway/audit"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/pki"
@@ -209,4 +211,36 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	e, ok := a.(equaler)
 	return ok && e.Equal(b)
+}
+
+// AuditDir is where the gateway's audit log lives in the data folder, and
+// AuditKeyFile the public key that verifies its checkpoints.
+const (
+	AuditDir     = "audit"
+	AuditKeyFile = "pki/audit-key.pem"
+	metaAuditKey = "audit-key"
+)
+
+// OpenAudit opens the audit log in dataDir, its checkpoints signed by the
+// gateway's audit key (an EC P-256 key of the HSM pool, made on first
+// use), and writes that key's public half to dataDir/pki/audit-key.pem for
+// `hsmgate audit verify`.
+func OpenAudit(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, dataDir string) (*audit.Writer, error) {
+	s, err := poolSigner(ctx, pool, store, metaAuditKey)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(s.Public())
+	if err != nil {
+		return nil, err
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	path := filepath.Join(dataDir, AuditKeyFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFileAtomic(path, pemBytes, 0o644); err != nil {
+		return nil, err
+	}
+	return audit.Open(filepath.Join(dataDir, AuditDir), audit.Options{Signer: s, SignerKeyID: "hsmgate:" + metaAuditKey})
 }

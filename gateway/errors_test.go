@@ -7,7 +7,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/audit"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
@@ -450,4 +453,92 @@ func inPool(p *hsmpool.Pool) bool {
 		}
 	}
 	return false
+}
+
+// Every request, served or refused, leaves one audit record, durable
+// before its answer; the chain verifies with the audit key's public half.
+func TestAuditRecordsEveryRequest(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}
+	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url), HTTPClient: &http.Client{Transport: transport},
+		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})
+	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("audited"),
+				EncryptionContext: map[string]string{"case": "audit"}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	bad := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url),
+		HTTPClient:  &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}},
+		Credentials: staticCreds{tg.admin.AccessKeyID, strings.Repeat("x", 40)}, Retryer: aws.NopRetryer{}})
+	if _, err := bad.ListKeys(ctx, &kms.ListKeysInput{}); err == nil {
+		t.Fatal("a wrong secret was accepted")
+	}
+	// The 40 concurrent calls may have left connections the client dialled
+	// but never used; the server waits 5 s for such a connection's first
+	// request before it counts as idle. Close them from the client's side.
+	transport.CloseIdleConnections()
+	stop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := os.ReadFile(filepath.Join(tg.dir, gateway.AuditKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pubPEM)
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(filepath.Join(tg.dir, gateway.AuditDir), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var encrypts, denied int
+	err = audit.Query(filepath.Join(tg.dir, gateway.AuditDir), audit.Filter{}, func(r audit.Record) error {
+		if r.Kind != audit.KindRecord {
+			return nil
+		}
+		switch {
+		case r.Operation == "Encrypt" && r.Outcome == audit.OutcomeOK && r.KeyID == *k.KeyMetadata.KeyId &&
+			r.KeyVersion == 1 && r.EncryptionContext["case"] == "audit" && r.Principal == gateway.AdminName:
+			encrypts++
+		case r.Outcome == audit.OutcomeDenied && r.ErrorCode == "InvalidSignatureException" && r.Principal == tg.admin.AccessKeyID:
+			denied++
+		}
+		return nil
+	})
+	if err != nil || encrypts != n || denied != 1 || rep.Records < n+2 {
+		t.Fatalf("audit: %v, %d encrypt records (want %d), %d denied (want 1), %d records", err, encrypts, n, denied, rep.Records)
+	}
+	// Nothing secret in the log: not the plaintext, not the secret.
+	files, _ := filepath.Glob(filepath.Join(tg.dir, gateway.AuditDir, "*"))
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		if bytes.Contains(raw, []byte("audited")) || bytes.Contains(raw, []byte(tg.admin.SecretAccessKey)) {
+			t.Errorf("%s holds a plaintext or a secret", f)
+		}
+	}
 }

@@ -31,8 +31,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/hsmgate/hsmgate/gateway/audit"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/gateway/sigv4"
@@ -58,6 +60,9 @@ type Config struct {
 	// 10s. The pool fails over within it and answers
 	// DependencyTimeoutException when it runs out.
 	RequestTimeout time.Duration
+	// Audit, when set, receives one record per request, durable before the
+	// response is sent; a request whose record can't be written fails.
+	Audit *audit.Writer
 	// MaxInFlight sheds load: a request arriving while this many are being
 	// served gets ThrottlingException at once instead of queueing. Zero
 	// means 1024.
@@ -132,33 +137,31 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", reqID)
 	target := r.Header.Get("X-Amz-Target")
 	op := kmsapi.OperationName(target)
-	select {
-	case g.inFlight <- struct{}{}:
-		defer func() { <-g.inFlight }()
-	default:
-		g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: the gateway is serving its maximum of %d requests.", cap(g.inFlight)))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExValidation, "The request body is larger than %d bytes.", MaxBody))
-			return
+	var info kmsapi.Info
+	principal, resp, apiErr := g.handle(r, target, &info)
+	if g.cfg.Audit != nil {
+		rec := audit.Record{
+			RequestID: reqID, Principal: principal, SourceIP: remoteIP(r), UserAgent: truncate(r.UserAgent(), 256),
+			Operation: op, KeyID: info.KeyID, KeyARN: info.KeyARN, KeyVersion: info.KeyVersion,
+			EncryptionContext: info.EncryptionContext, Outcome: audit.OutcomeOK, LatencyNS: int64(time.Since(start)),
 		}
-		g.fail(w, reqID, op, "", start, kmsapi.Errorf(kmsapi.ExSerialization, "The request body could not be read."))
-		return
+		if op == "" {
+			rec.Operation = truncate(target, 128)
+		}
+		if apiErr != nil {
+			rec.Outcome, rec.ErrorCode = audit.OutcomeError, apiErr.Type
+			if denied(apiErr.Type) {
+				rec.Outcome = audit.OutcomeDenied
+			}
+		}
+		// Durable before the answer leaves: no use of a key goes unrecorded.
+		if err := g.cfg.Audit.Append(r.Context(), rec); err != nil {
+			g.log.Error("audit log write failed; refusing the request", "request_id", reqID, "err", err)
+			resp, apiErr = nil, kmsapi.Errorf(kmsapi.ExInternal, "The audit log could not be written, so the request was not served.")
+		}
 	}
-	caller, apiErr := g.authenticate(r, body)
 	if apiErr != nil {
-		g.fail(w, reqID, op, "", start, apiErr)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
-	defer cancel()
-	resp, apiErr := g.service.Do(ctx, caller, target, body)
-	if apiErr != nil {
-		g.fail(w, reqID, op, caller.Principal, start, apiErr)
+		g.fail(w, reqID, op, principal, start, apiErr)
 		return
 	}
 	h := w.Header()
@@ -166,9 +169,73 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(resp)))
 	w.Write(resp)
 	g.metrics.observe(op, "ok", time.Since(start))
-	if g.log.Enabled(ctx, slog.LevelDebug) {
-		g.log.Debug("kms request", "request_id", reqID, "operation", op, "principal", caller.Principal, "duration", time.Since(start))
+	if g.log.Enabled(r.Context(), slog.LevelDebug) {
+		g.log.Debug("kms request", "request_id", reqID, "operation", op, "principal", principal, "duration", time.Since(start))
 	}
+}
+
+// handle sheds, reads, authenticates and runs a KMS request. principal is
+// who made it (or, when SigV4 authentication failed, the access key id it
+// named), for the audit log.
+func (g *Gateway) handle(r *http.Request, target string, info *kmsapi.Info) (principal string, resp []byte, apiErr *kmsapi.Error) {
+	select {
+	case g.inFlight <- struct{}{}:
+		defer func() { <-g.inFlight }()
+	default:
+		return "", nil, kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: the gateway is serving its maximum of %d requests.", cap(g.inFlight))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", nil, kmsapi.Errorf(kmsapi.ExValidation, "The request body is larger than %d bytes.", MaxBody)
+		}
+		return "", nil, kmsapi.Errorf(kmsapi.ExSerialization, "The request body could not be read.")
+	}
+	caller, apiErr := g.authenticate(r, body)
+	if apiErr != nil {
+		return credentialID(r), nil, apiErr
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
+	defer cancel()
+	resp, apiErr = g.service.Do(ctx, caller, target, body, info)
+	return caller.Principal, resp, apiErr
+}
+
+// denied says whether an exception type means the caller was refused.
+func denied(typ string) bool {
+	switch typ {
+	case kmsapi.ExAccessDenied, kmsapi.ExUnrecognizedClient, kmsapi.ExMissingAuthToken,
+		sigv4.CodeInvalidSignature, sigv4.CodeIncompleteSignature:
+		return true
+	}
+	return false
+}
+
+// credentialID is the access key id a SigV4 Authorization header names,
+// for the audit record of a request whose signature was refused.
+func credentialID(r *http.Request) string {
+	_, rest, ok := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return truncate(id, 128)
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // fail answers a request with an API error, counts and logs it.

@@ -27,6 +27,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/hsmgate/hsmgate/gateway/audit"
 )
 
 func main() {
@@ -174,6 +176,46 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 								return err
 							}
 							return runRevokeAccessKey(c.String("data"), akid, c.App.Writer)
+						},
+					},
+				},
+			},
+			{
+				Name:  "audit",
+				Usage: "check and search the audit log",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "verify",
+						Usage: "check the hash chain and the signed checkpoints; names the first altered, inserted, deleted or truncated record",
+						Flags: []cli.Flag{
+							&cli.StringFlag{Name: "dir", Usage: "the audit log folder (default DATA/audit)"},
+							&cli.StringFlag{Name: "public-key", Usage: "the audit key's public half, PEM (default DATA/pki/audit-key.pem)"},
+						},
+						Action: func(c *cli.Context) error {
+							return runAuditVerify(c.String("data"), c.String("dir"), c.String("public-key"), c.App.Writer)
+						},
+					},
+					{
+						Name:  "query",
+						Usage: "print the records that match, as JSON lines (unverified: run verify first)",
+						Flags: []cli.Flag{
+							&cli.StringFlag{Name: "key", Usage: "key id"},
+							&cli.StringFlag{Name: "principal"},
+							&cli.StringFlag{Name: "operation"},
+							&cli.StringFlag{Name: "from", Usage: "RFC 3339 time, inclusive"},
+							&cli.StringFlag{Name: "to", Usage: "RFC 3339 time, exclusive"},
+						},
+						Action: func(c *cli.Context) error {
+							from, err := parseTime(c.String("from"))
+							if err != nil {
+								return fmt.Errorf("--from: %w", err)
+							}
+							to, err := parseTime(c.String("to"))
+							if err != nil {
+								return fmt.Errorf("--to: %w", err)
+							}
+							return runAuditQuery(c.String("data"), audit.Filter{KeyID: c.String("key"), Principal: c.String("principal"),
+								Operation: c.String("operation"), From: from, To: to}, c.App.Writer)
 						},
 					},
 				},

@@ -72,6 +72,16 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		log.Warn("serving with slots out of service", "healthy", pool.Healthy(), "slots", len(sts), "unhealthy", describeUnhealthy(sts))
 	}
 
+	// Every request is recorded, durably, before it is answered.
+	auditLog, err := gateway.OpenAudit(ctx, pool, store, dataDir)
+	if err != nil {
+		return fmt.Errorf("serve: open the audit log: %w", err)
+	}
+	defer func() {
+		if cerr := auditLog.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("serve: close the audit log: %w", cerr))
+		}
+	}()
 	gw, err := gateway.New(gateway.Config{
 		Pool:           pool,
 		Store:          store,
@@ -80,6 +90,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		Logger:         log,
 		RequestTimeout: opts.RequestTimeout,
 		MaxInFlight:    opts.MaxInFlight,
+		Audit:          auditLog,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

@@ -676,3 +676,41 @@ func TestCommandsOnIncompleteDataFolder(t *testing.T) {
 		}
 	}
 }
+
+// serve writes the audit log; `audit verify` passes on it and names the
+// place where it was changed.
+func TestAuditVerify(t *testing.T) {
+	data, endpoint, _ := initGateway(t, 2)
+	roots := caPool(t, filepath.Join(data, "pki", "ca.pem"))
+	srv := startServe(t, data)
+	srv.waitReady(t, endpoint, roots)
+	mtlsListKeys(t, data, endpoint, roots)
+	mtlsListKeys(t, data, endpoint, roots)
+	if code := srv.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("serve: exit %d", code)
+	}
+	r := hsmgate(t, nil, "--data", data, "audit", "verify")
+	if r.code != 0 || !strings.Contains(r.stdout, "audit log verified") {
+		t.Fatalf("audit verify: exit %d", r.code)
+	}
+	r = hsmgate(t, nil, "--data", data, "audit", "query", "--operation", "ListKeys")
+	if r.code != 0 || strings.Count(r.stdout, `"operation":"ListKeys"`) != 2 {
+		t.Fatalf("audit query: exit %d, %q", r.code, r.stdout)
+	}
+	files, _ := filepath.Glob(filepath.Join(data, "audit", "audit-*.log"))
+	if len(files) == 0 {
+		t.Fatal("no audit file")
+	}
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(raw, []byte(`"operation":"ListKeys"`), []byte(`"operation":"ListKeyz"`), 1)
+	if err := os.WriteFile(files[0], edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = hsmgate(t, nil, "--data", data, "audit", "verify")
+	if r.code != 1 || !strings.Contains(r.stderr, "FAILED") {
+		t.Fatalf("audit verify of an edited log: exit %d", r.code)
+	}
+}

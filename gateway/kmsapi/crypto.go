@@ -47,6 +47,7 @@ func formatUUID(b [16]byte) string {
 // ciphertext blob.
 func (s *Service) sealSymmetric(ctx context.Context, k *keystore.Key, plaintext []byte, ec map[string]string) ([]byte, error) {
 	v := k.Current()
+	noteVersion(ctx, v.Number)
 	pk, err := s.poolKey(k, v)
 	if err != nil {
 		return nil, err
@@ -74,7 +75,7 @@ func (s *Service) openSymmetric(ctx context.Context, c Caller, action string, bl
 	}
 	id := formatUUID(b.KeyID)
 	if keyID != "" {
-		named, err := s.resolve(keyID)
+		named, err := s.resolve(ctx, keyID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -83,6 +84,9 @@ func (s *Service) openSymmetric(ctx context.Context, c Caller, action string, bl
 		}
 	}
 	k, err := s.Store.Key(id)
+	if err == nil {
+		s.noteKey(ctx, k)
+	}
 	if err != nil {
 		// Unknown key id in the header: say so without confirming
 		// anything about other accounts' keys.
@@ -91,13 +95,14 @@ func (s *Service) openSymmetric(ctx context.Context, c Caller, action string, bl
 	if k.Spec != symmetricDefault {
 		return nil, nil, ciphertext.ErrInvalid
 	}
-	if k, err = s.usable(c, action, k.ID, UsageEncryptDecrypt); err != nil {
+	if k, err = s.usable(ctx, c, action, k.ID, UsageEncryptDecrypt); err != nil {
 		return nil, nil, err
 	}
 	v := k.Version(b.KeyVersion)
 	if v == nil {
 		return nil, nil, ciphertext.ErrInvalid
 	}
+	noteVersion(ctx, v.Number)
 	pk, err := s.poolKey(k, v)
 	if err != nil {
 		return nil, nil, err
@@ -110,13 +115,14 @@ func (s *Service) openSymmetric(ctx context.Context, c Caller, action string, bl
 }
 
 func (s *Service) encrypt(ctx context.Context, c Caller, req *encryptRequest) (*encryptResponse, error) {
+	noteContext(ctx, req.EncryptionContext)
 	if len(req.Plaintext) == 0 || len(req.Plaintext) > maxPlaintext {
 		return nil, Errorf(ExValidation, "Plaintext must be 1 to %d bytes.", maxPlaintext)
 	}
 	if err := checkContext(req.EncryptionContext); err != nil {
 		return nil, err
 	}
-	k, err := s.usable(c, "Encrypt", req.KeyId, UsageEncryptDecrypt)
+	k, err := s.usable(ctx, c, "Encrypt", req.KeyId, UsageEncryptDecrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +171,7 @@ func (s *Service) rsaEncrypt(ctx context.Context, k *keystore.Key, alg string, p
 }
 
 func (s *Service) decrypt(ctx context.Context, c Caller, req *decryptRequest) (*decryptResponse, error) {
+	noteContext(ctx, req.EncryptionContext)
 	if len(req.CiphertextBlob) == 0 || len(req.CiphertextBlob) > maxBlob {
 		return nil, Errorf(ExValidation, "CiphertextBlob must be 1 to %d bytes.", maxBlob)
 	}
@@ -185,12 +192,12 @@ func (s *Service) decrypt(ctx context.Context, c Caller, req *decryptRequest) (*
 // names an RSA key.
 func (s *Service) decryptAny(ctx context.Context, c Caller, action string, blob []byte, keyID, alg string, ec map[string]string, dry bool) (*keystore.Key, []byte, string, error) {
 	if keyID != "" {
-		named, err := s.resolve(keyID)
+		named, err := s.resolve(ctx, keyID)
 		if err != nil {
 			return nil, nil, "", err
 		}
 		if named.Spec != symmetricDefault {
-			k, err := s.usable(c, action, keyID, UsageEncryptDecrypt)
+			k, err := s.usable(ctx, c, action, keyID, UsageEncryptDecrypt)
 			if err != nil {
 				return nil, nil, "", err
 			}
@@ -227,6 +234,7 @@ func (s *Service) decryptAny(ctx context.Context, c Caller, action string, blob 
 }
 
 func (s *Service) reEncrypt(ctx context.Context, c Caller, req *reEncryptRequest) (*reEncryptResponse, error) {
+	noteContext(ctx, req.SourceEncryptionContext)
 	if len(req.CiphertextBlob) == 0 || len(req.CiphertextBlob) > maxBlob {
 		return nil, Errorf(ExValidation, "CiphertextBlob must be 1 to %d bytes.", maxBlob)
 	}
@@ -236,7 +244,7 @@ func (s *Service) reEncrypt(ctx context.Context, c Caller, req *reEncryptRequest
 	if err := checkContext(req.DestinationEncryptionContext); err != nil {
 		return nil, err
 	}
-	dst, err := s.usable(c, "ReEncryptTo", req.DestinationKeyId, UsageEncryptDecrypt)
+	dst, err := s.usable(ctx, c, "ReEncryptTo", req.DestinationKeyId, UsageEncryptDecrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +290,7 @@ func dataKeyLength(spec string, n *int) (int, error) {
 }
 
 func (s *Service) dataKey(ctx context.Context, c Caller, action string, req *generateDataKeyRequest) (*generateDataKeyResponse, error) {
+	noteContext(ctx, req.EncryptionContext)
 	n, err := dataKeyLength(req.KeySpec, req.NumberOfBytes)
 	if err != nil {
 		return nil, err
@@ -292,7 +301,7 @@ func (s *Service) dataKey(ctx context.Context, c Caller, action string, req *gen
 	if err := checkContext(req.EncryptionContext); err != nil {
 		return nil, err
 	}
-	k, err := s.usable(c, action, req.KeyId, UsageEncryptDecrypt)
+	k, err := s.usable(ctx, c, action, req.KeyId, UsageEncryptDecrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -327,11 +336,11 @@ func (s *Service) generateDataKeyWithoutPlaintext(ctx context.Context, c Caller,
 	return out, nil
 }
 
-func (s *Service) macKey(c Caller, action string, req *macRequest) (*keystore.Key, *hsmpool.Key, error) {
+func (s *Service) macKey(ctx context.Context, c Caller, action string, req *macRequest) (*keystore.Key, *hsmpool.Key, error) {
 	if len(req.Message) == 0 || len(req.Message) > maxPlaintext {
 		return nil, nil, Errorf(ExValidation, "Message must be 1 to %d bytes.", maxPlaintext)
 	}
-	k, err := s.usable(c, action, req.KeyId, UsageGenerateVerifyMac)
+	k, err := s.usable(ctx, c, action, req.KeyId, UsageGenerateVerifyMac)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -346,7 +355,7 @@ func (s *Service) macKey(c Caller, action string, req *macRequest) (*keystore.Ke
 }
 
 func (s *Service) generateMac(ctx context.Context, c Caller, req *macRequest) (*generateMacResponse, error) {
-	k, pk, err := s.macKey(c, "GenerateMac", req)
+	k, pk, err := s.macKey(ctx, c, "GenerateMac", req)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +370,7 @@ func (s *Service) verifyMac(ctx context.Context, c Caller, req *macRequest) (*ve
 	if len(req.Mac) == 0 || len(req.Mac) > 6144 {
 		return nil, Errorf(ExValidation, "Mac must be 1 to 6144 bytes.")
 	}
-	k, pk, err := s.macKey(c, "VerifyMac", req)
+	k, pk, err := s.macKey(ctx, c, "VerifyMac", req)
 	if err != nil {
 		return nil, err
 	}
@@ -373,7 +382,7 @@ func (s *Service) verifyMac(ctx context.Context, c Caller, req *macRequest) (*ve
 
 // signInput checks a Sign or Verify request and returns the key, the pool
 // algorithm, and whether Message is a digest.
-func (s *Service) signInput(c Caller, action string, req *signRequest) (*keystore.Key, *hsmpool.Key, hsmpool.SignAlgorithm, bool, error) {
+func (s *Service) signInput(ctx context.Context, c Caller, action string, req *signRequest) (*keystore.Key, *hsmpool.Key, hsmpool.SignAlgorithm, bool, error) {
 	if len(req.Message) == 0 || len(req.Message) > maxPlaintext {
 		return nil, nil, 0, false, Errorf(ExValidation, "Message must be 1 to %d bytes.", maxPlaintext)
 	}
@@ -387,7 +396,7 @@ func (s *Service) signInput(c Caller, action string, req *signRequest) (*keystor
 	default:
 		return nil, nil, 0, false, Errorf(ExValidation, "MessageType must be RAW or DIGEST.")
 	}
-	k, err := s.usable(c, action, req.KeyId, UsageSignVerify)
+	k, err := s.usable(ctx, c, action, req.KeyId, UsageSignVerify)
 	if err != nil {
 		return nil, nil, 0, false, err
 	}
@@ -413,7 +422,7 @@ func (s *Service) signInput(c Caller, action string, req *signRequest) (*keystor
 }
 
 func (s *Service) sign(ctx context.Context, c Caller, req *signRequest) (*signResponse, error) {
-	k, pk, alg, digest, err := s.signInput(c, "Sign", req)
+	k, pk, alg, digest, err := s.signInput(ctx, c, "Sign", req)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +442,7 @@ func (s *Service) verify(ctx context.Context, c Caller, req *signRequest) (*veri
 	if len(req.Signature) == 0 || len(req.Signature) > 6144 {
 		return nil, Errorf(ExValidation, "Signature must be 1 to 6144 bytes.")
 	}
-	k, pk, alg, digest, err := s.signInput(c, "Verify", req)
+	k, pk, alg, digest, err := s.signInput(ctx, c, "Verify", req)
 	if err != nil {
 		return nil, err
 	}
@@ -448,8 +457,8 @@ func (s *Service) verify(ctx context.Context, c Caller, req *signRequest) (*veri
 	return &verifyResponse{KeyId: s.keyARN(k.ID), SignatureValid: true, SigningAlgorithm: req.SigningAlgorithm}, nil
 }
 
-func (s *Service) getPublicKey(_ context.Context, c Caller, req *keyIDRequest) (*getPublicKeyResponse, error) {
-	k, err := s.usable(c, "GetPublicKey", req.KeyId, "")
+func (s *Service) getPublicKey(ctx context.Context, c Caller, req *keyIDRequest) (*getPublicKeyResponse, error) {
+	k, err := s.usable(ctx, c, "GetPublicKey", req.KeyId, "")
 	if err != nil {
 		return nil, err
 	}

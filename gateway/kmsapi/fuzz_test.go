@@ -39,7 +39,7 @@ func newTestService(t testing.TB) (*Service, map[string]string) {
 		"hmac": `{"KeySpec":"HMAC_256","KeyUsage":"GENERATE_VERIFY_MAC"}`,
 		"ecc":  `{"KeySpec":"ECC_NIST_P256","KeyUsage":"SIGN_VERIFY"}`,
 	} {
-		out, apiErr := s.Do(ctx, admin, "TrentService.CreateKey", []byte(body))
+		out, apiErr := s.Do(ctx, admin, "TrentService.CreateKey", []byte(body), nil)
 		if apiErr != nil {
 			t.Fatal(apiErr)
 		}
@@ -70,7 +70,7 @@ func FuzzDo(f *testing.F) {
 	ops := Operations()
 	s, ids := newTestService(f)
 	ctx := context.Background()
-	enc, apiErr := s.Do(ctx, admin, "TrentService.Encrypt", []byte(`{"KeyId":"`+ids["sym"]+`","Plaintext":"aGVsbG8="}`))
+	enc, apiErr := s.Do(ctx, admin, "TrentService.Encrypt", []byte(`{"KeyId":"`+ids["sym"]+`","Plaintext":"aGVsbG8="}`), nil)
 	if apiErr != nil {
 		f.Fatal(apiErr)
 	}
@@ -102,7 +102,7 @@ func FuzzDo(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		out, apiErr := s.Do(ctx, admin, TargetPrefix+op, body)
+		out, apiErr := s.Do(ctx, admin, TargetPrefix+op, body, &Info{})
 		if apiErr != nil {
 			if !knownTypes[apiErr.Type] || apiErr.Message == "" || apiErr.Status == 0 {
 				t.Fatalf("%s: unexpected error %+v", op, apiErr)

@@ -104,8 +104,8 @@ func (s *Service) metadata(k *keystore.Key) KeyMetadata {
 	}
 }
 
-func (s *Service) describeKey(_ context.Context, c Caller, req *keyIDRequest) (*keyMetadataResponse, error) {
-	k, err := s.resolve(req.KeyId)
+func (s *Service) describeKey(ctx context.Context, c Caller, req *keyIDRequest) (*keyMetadataResponse, error) {
+	k, err := s.resolve(ctx, req.KeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func limitOf(l *int) (int, error) {
 	return *l, nil
 }
 
-func (s *Service) listKeys(_ context.Context, c Caller, req *listRequest) (*listKeysResponse, error) {
+func (s *Service) listKeys(ctx context.Context, c Caller, req *listRequest) (*listKeysResponse, error) {
 	limit, err := limitOf(req.Limit)
 	if err != nil {
 		return nil, err
@@ -149,8 +149,8 @@ func (s *Service) visible(c Caller) func(*keystore.Key) bool {
 	return func(k *keystore.Key) bool { return k.Owner == c.Principal }
 }
 
-func (s *Service) setState(c Caller, action, keyID, state string) (*empty, error) {
-	k, err := s.resolve(keyID)
+func (s *Service) setState(ctx context.Context, c Caller, action, keyID, state string) (*empty, error) {
+	k, err := s.resolve(ctx, keyID)
 	if err != nil {
 		return nil, err
 	}
@@ -166,22 +166,22 @@ func (s *Service) setState(c Caller, action, keyID, state string) (*empty, error
 	return &empty{}, nil
 }
 
-func (s *Service) enableKey(_ context.Context, c Caller, req *keyIDRequest) (*empty, error) {
-	return s.setState(c, "EnableKey", req.KeyId, keystore.StateEnabled)
+func (s *Service) enableKey(ctx context.Context, c Caller, req *keyIDRequest) (*empty, error) {
+	return s.setState(ctx, c, "EnableKey", req.KeyId, keystore.StateEnabled)
 }
 
-func (s *Service) disableKey(_ context.Context, c Caller, req *keyIDRequest) (*empty, error) {
-	return s.setState(c, "DisableKey", req.KeyId, keystore.StateDisabled)
+func (s *Service) disableKey(ctx context.Context, c Caller, req *keyIDRequest) (*empty, error) {
+	return s.setState(ctx, c, "DisableKey", req.KeyId, keystore.StateDisabled)
 }
 
-func (s *Service) updateKeyDescription(_ context.Context, c Caller, req *updateDescriptionRequest) (*empty, error) {
+func (s *Service) updateKeyDescription(ctx context.Context, c Caller, req *updateDescriptionRequest) (*empty, error) {
 	if req.Description == nil {
 		return nil, Errorf(ExValidation, "Description is required.")
 	}
 	if utf8.RuneCountInString(*req.Description) > maxDescription {
 		return nil, Errorf(ExValidation, "Description is longer than %d characters.", maxDescription)
 	}
-	k, err := s.resolve(req.KeyId)
+	k, err := s.resolve(ctx, req.KeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -207,11 +207,11 @@ func validAlias(name string) error {
 }
 
 // aliasTarget resolves an alias's target, which must be a key id or key ARN.
-func (s *Service) aliasTarget(c Caller, action, target string) (*keystore.Key, error) {
+func (s *Service) aliasTarget(ctx context.Context, c Caller, action, target string) (*keystore.Key, error) {
 	if strings.HasPrefix(target, "alias/") || strings.Contains(target, ":alias/") {
 		return nil, Errorf(ExValidation, "TargetKeyId must be a key id or key ARN, not an alias.")
 	}
-	k, err := s.resolve(target)
+	k, err := s.resolve(ctx, target)
 	if err != nil {
 		return nil, err
 	}
@@ -224,11 +224,11 @@ func (s *Service) aliasTarget(c Caller, action, target string) (*keystore.Key, e
 	return k, nil
 }
 
-func (s *Service) createAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
+func (s *Service) createAlias(ctx context.Context, c Caller, req *aliasRequest) (*empty, error) {
 	if err := validAlias(req.AliasName); err != nil {
 		return nil, err
 	}
-	k, err := s.aliasTarget(c, "CreateAlias", req.TargetKeyId)
+	k, err := s.aliasTarget(ctx, c, "CreateAlias", req.TargetKeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func aliasError(s *Service, name string, err error) error {
 
 // aliasedKey returns the key an existing alias names, checking the caller
 // may manage it.
-func (s *Service) aliasedKey(c Caller, action, name string) (*keystore.Key, error) {
+func (s *Service) aliasedKey(ctx context.Context, c Caller, action, name string) (*keystore.Key, error) {
 	if err := validAlias(name); err != nil {
 		return nil, err
 	}
@@ -267,12 +267,12 @@ func (s *Service) aliasedKey(c Caller, action, name string) (*keystore.Key, erro
 	return k, s.authorize(c, action, k)
 }
 
-func (s *Service) updateAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
-	old, err := s.aliasedKey(c, "UpdateAlias", req.AliasName)
+func (s *Service) updateAlias(ctx context.Context, c Caller, req *aliasRequest) (*empty, error) {
+	old, err := s.aliasedKey(ctx, c, "UpdateAlias", req.AliasName)
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.aliasTarget(c, "UpdateAlias", req.TargetKeyId)
+	k, err := s.aliasTarget(ctx, c, "UpdateAlias", req.TargetKeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -296,8 +296,8 @@ func keyType(spec string) string {
 	return "asymmetric"
 }
 
-func (s *Service) deleteAlias(_ context.Context, c Caller, req *aliasRequest) (*empty, error) {
-	if _, err := s.aliasedKey(c, "DeleteAlias", req.AliasName); err != nil {
+func (s *Service) deleteAlias(ctx context.Context, c Caller, req *aliasRequest) (*empty, error) {
+	if _, err := s.aliasedKey(ctx, c, "DeleteAlias", req.AliasName); err != nil {
 		return nil, err
 	}
 	if err := s.Store.Apply(&keystore.DeleteAlias{Name: req.AliasName}); err != nil {
@@ -306,14 +306,14 @@ func (s *Service) deleteAlias(_ context.Context, c Caller, req *aliasRequest) (*
 	return &empty{}, nil
 }
 
-func (s *Service) listAliases(_ context.Context, c Caller, req *listRequest) (*listAliasesResponse, error) {
+func (s *Service) listAliases(ctx context.Context, c Caller, req *listRequest) (*listAliasesResponse, error) {
 	limit, err := limitOf(req.Limit)
 	if err != nil {
 		return nil, err
 	}
 	keyID := ""
 	if req.KeyId != "" {
-		k, err := s.resolve(req.KeyId)
+		k, err := s.resolve(ctx, req.KeyId)
 		if err != nil {
 			return nil, err
 		}
@@ -364,7 +364,7 @@ func validTags(tags []Tag) (map[string]string, error) {
 	return out, nil
 }
 
-func (s *Service) tagResource(_ context.Context, c Caller, req *tagResourceRequest) (*empty, error) {
+func (s *Service) tagResource(ctx context.Context, c Caller, req *tagResourceRequest) (*empty, error) {
 	tags, err := validTags(req.Tags)
 	if err != nil {
 		return nil, err
@@ -372,7 +372,7 @@ func (s *Service) tagResource(_ context.Context, c Caller, req *tagResourceReque
 	if len(tags) == 0 {
 		return nil, Errorf(ExValidation, "Tags is required.")
 	}
-	k, err := s.resolve(req.KeyId)
+	k, err := s.resolve(ctx, req.KeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -392,11 +392,11 @@ func tagError(err error) error {
 	return err
 }
 
-func (s *Service) untagResource(_ context.Context, c Caller, req *untagResourceRequest) (*empty, error) {
+func (s *Service) untagResource(ctx context.Context, c Caller, req *untagResourceRequest) (*empty, error) {
 	if len(req.TagKeys) == 0 {
 		return nil, Errorf(ExValidation, "TagKeys is required.")
 	}
-	k, err := s.resolve(req.KeyId)
+	k, err := s.resolve(ctx, req.KeyId)
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +409,7 @@ func (s *Service) untagResource(_ context.Context, c Caller, req *untagResourceR
 	return &empty{}, nil
 }
 
-func (s *Service) listResourceTags(_ context.Context, c Caller, req *listRequest) (*listTagsResponse, error) {
+func (s *Service) listResourceTags(ctx context.Context, c Caller, req *listRequest) (*listTagsResponse, error) {
 	limit, err := limitOf(req.Limit)
 	if err != nil {
 		return nil, err
@@ -417,7 +417,7 @@ func (s *Service) listResourceTags(_ context.Context, c Caller, req *listRequest
 	if req.Limit != nil && limit > 50 {
 		limit = 50 // AWS caps this list at 50
 	}
-	k, err := s.resolve(req.KeyId)
+	k, err := s.resolve(ctx, req.KeyId)
 	if err != nil {
 		return nil, err
 	}

@@ -128,9 +128,49 @@ func OperationName(target string) string {
 	return name
 }
 
+// Info is what an operation tells the audit log about itself: the key it
+// used (the first one it resolved), the version, and the encryption
+// context. Never plaintext, ciphertext or key material.
+type Info struct {
+	KeyID             string
+	KeyARN            string
+	KeyVersion        uint32
+	EncryptionContext map[string]string
+}
+
+type infoKey struct{}
+
+func infoOf(ctx context.Context) *Info {
+	info, _ := ctx.Value(infoKey{}).(*Info)
+	return info
+}
+
+// noteKey records the first key an operation resolves.
+func (s *Service) noteKey(ctx context.Context, k *keystore.Key) {
+	if info := infoOf(ctx); info != nil && info.KeyID == "" {
+		info.KeyID, info.KeyARN = k.ID, s.keyARN(k.ID)
+	}
+}
+
+func noteVersion(ctx context.Context, v uint32) {
+	if info := infoOf(ctx); info != nil && info.KeyVersion == 0 {
+		info.KeyVersion = v
+	}
+}
+
+func noteContext(ctx context.Context, ec map[string]string) {
+	if info := infoOf(ctx); info != nil && info.EncryptionContext == nil && len(ec) > 0 {
+		info.EncryptionContext = ec
+	}
+}
+
 // Do runs the operation named by an X-Amz-Target header with a JSON body
-// and returns the JSON response, or an error in the protocol's shape.
-func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte) ([]byte, *Error) {
+// and returns the JSON response, or an error in the protocol's shape. When
+// info is not nil the operation fills it in for the audit log.
+func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte, info *Info) ([]byte, *Error) {
+	if info != nil {
+		ctx = context.WithValue(ctx, infoKey{}, info)
+	}
 	name, ok := strings.CutPrefix(target, TargetPrefix)
 	h := operations[name]
 	if !ok || h == nil {
@@ -176,7 +216,7 @@ func (s *Service) principalARN(name string) string {
 
 // resolve finds the key a KeyId names: a key id, a key ARN, an alias name
 // or an alias ARN, as AWS KMS accepts.
-func (s *Service) resolve(keyID string) (*keystore.Key, error) {
+func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, error) {
 	if keyID == "" {
 		return nil, Errorf(ExValidation, "KeyId is required.")
 	}
@@ -207,6 +247,7 @@ func (s *Service) resolve(keyID string) (*keystore.Key, error) {
 	if err != nil {
 		return nil, Errorf(ExNotFound, "Key '%s' does not exist.", s.keyARN(truncate(ref, 64)))
 	}
+	s.noteKey(ctx, k)
 	return k, nil
 }
 
@@ -221,8 +262,8 @@ func (s *Service) authorize(c Caller, action string, k *keystore.Key) error {
 
 // usable resolves a key for a cryptographic operation: found, allowed,
 // enabled, and of the usage the operation needs.
-func (s *Service) usable(c Caller, action, keyID, usage string) (*keystore.Key, error) {
-	k, err := s.resolve(keyID)
+func (s *Service) usable(ctx context.Context, c Caller, action, keyID, usage string) (*keystore.Key, error) {
+	k, err := s.resolve(ctx, keyID)
 	if err != nil {
 		return nil, err
 	}
