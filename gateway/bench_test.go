@@ -84,8 +84,18 @@ func benchServer(cfgPath string) int {
 		return 1
 	}
 	defer store.Close()
-	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	gc := gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if os.Getenv("HSMGATE_BENCH_AUDIT") != "" {
+		w, err := gateway.OpenAudit(ctx, pool, store, env.Dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer w.Close()
+		gc.Audit = w
+	}
+	gw, err := gateway.New(gc)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
