@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +16,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/hsmgate/hsmgate/gateway"
-	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
-	"github.com/hsmgate/hsmgate/internal/testenv"
+	"github.com/hsmgate/hsmgate/internal/gatewaytest"
 )
 
 const (
@@ -28,9 +25,8 @@ const (
 	kmsTestAccount = "111122223333"
 )
 
-// kmsTestGateway is an hsmgate gateway serving HTTPS on loopback, on a
-// 2-token SoftHSM pool, with its PKI and admin made by Bootstrap (the
-// setup of gateway/e2e_test.go's startGateway).
+// kmsTestGateway is a real gateway serving HTTPS on loopback, on a 2-token
+// SoftHSM pool.
 type kmsTestGateway struct {
 	url   string
 	admin *gateway.AdminCredentials
@@ -38,57 +34,8 @@ type kmsTestGateway struct {
 
 func startKMSTestGateway(t *testing.T) *kmsTestGateway {
 	t.Helper()
-	env := testenv.NewSoftHSM(t, 2)
-	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{
-		Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Close(); err != nil {
-			t.Errorf("pool close: %v", err)
-		}
-	})
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		t.Fatal(err)
-	}
-	clear(dk)
-	dir := t.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: kmsTestRegion, Account: kmsTestAccount,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return &kmsTestGateway{url: "https://" + ln.Addr().String(), admin: admin}
+	g := gatewaytest.Start(t, 2, kmsTestRegion)
+	return &kmsTestGateway{url: g.URL, admin: g.Admin}
 }
 
 func (g *kmsTestGateway) sigv4Config() KMSConfig {

@@ -4,18 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hsmgate/hsmgate/bench"
-	"github.com/hsmgate/hsmgate/gateway"
-	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/gatewaytest"
 	"github.com/hsmgate/hsmgate/internal/testenv"
 )
 
@@ -118,46 +115,10 @@ func TestRunNeedsAnEndpoint(t *testing.T) {
 // `eval "$(hsmgate env)"` then `hsmbench run`: the AWS variables are all
 // the setup it needs, with either client.
 func TestRunAgainstGatewayFromEnvironment(t *testing.T) {
-	env := testenv.NewSoftHSM(t, 2)
-	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pool.Close() })
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: "eu-central-1", Account: "111122223333"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
-
+	g := gatewaytest.Start(t, 2, "eu-central-1")
+	admin := g.Admin
 	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL": "https://" + ln.Addr().String(), "AWS_CA_BUNDLE": admin.CABundle,
+		"AWS_ENDPOINT_URL": g.URL, "AWS_CA_BUNDLE": admin.CABundle,
 		"AWS_ACCESS_KEY_ID": admin.AccessKeyID, "AWS_SECRET_ACCESS_KEY": admin.SecretAccessKey,
 		"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "eu-central-1", "AWS_ENDPOINT_URL_KMS": "",
 	} {

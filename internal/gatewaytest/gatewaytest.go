@@ -1,0 +1,86 @@
+// Package gatewaytest starts a real hsmgate gateway for tests outside the
+// gateway package (the benchmark runner's, the commands'): a SoftHSM pool
+// with a domain key, a keystore and PKI made by gateway.Bootstrap, served
+// over HTTPS on loopback until the test ends.
+package gatewaytest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/hsmpool"
+	"github.com/hsmgate/hsmgate/internal/testenv"
+)
+
+// Account is the account id the test gateway names in ARNs.
+const Account = "111122223333"
+
+// Gateway is a running test gateway.
+type Gateway struct {
+	URL   string // https://127.0.0.1:port
+	Admin *gateway.AdminCredentials
+	Pool  *hsmpool.Pool
+	Store *keystore.Store
+	Dir   string // its data folder
+}
+
+// Start runs a gateway for region on n SoftHSM slots until the test ends.
+func Start(t testing.TB, n int, region string) *Gateway {
+	t.Helper()
+	env := testenv.NewSoftHSM(t, n)
+	ctx := context.Background()
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pool.Close(); err != nil {
+			t.Errorf("pool close: %v", err)
+		}
+	})
+	dk, _ := hsmpool.NewDomainKeyMaterial()
+	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
+		t.Fatal(err)
+	}
+	clear(dk)
+	dir := t.TempDir()
+	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: region, Account: Account,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return &Gateway{URL: "https://" + ln.Addr().String(), Admin: admin, Pool: pool, Store: store, Dir: dir}
+}
