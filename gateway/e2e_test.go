@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ import (
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/hsmpool"
-	"github.com/hsmgate/hsmgate/internal/testenv"
+	"github.com/hsmgate/hsmgate/internal/gatewaytest"
 )
 
 const (
@@ -48,47 +47,13 @@ type testGateway struct {
 
 func startGateway(t *testing.T, tweak func(*hsmpool.Options, *gateway.Config)) *testGateway {
 	t.Helper()
-	env := testenv.NewSoftHSM(t, 4)
-	ctx := context.Background()
-	po := hsmpool.Options{
-		Modules:        []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}},
-		FaultInjection: true,
-	}
-	gc := gateway.Config{Region: testRegion, Account: testAccount}
-	if tweak != nil {
-		tweak(&po, &gc)
-	}
-	pool, err := hsmpool.Open(ctx, po)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pool.Close(); err != nil {
-			t.Errorf("pool close: %v", err)
+	g := gatewaytest.StartWith(t, 4, testRegion, func(po *hsmpool.Options, gc *gateway.Config) {
+		gc.Logger = nil // the default logger: a failing test shows what happened
+		if tweak != nil {
+			tweak(po, gc)
 		}
 	})
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		t.Fatal(err)
-	}
-	clear(dk)
-	dir := t.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gc.Pool, gc.Store = pool, store
-	gw, err := gateway.New(gc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, cas, stop := startServing(t, ctx, gw, pool, store, dir)
-	return &testGateway{pool: pool, store: store, gw: gw, url: url, dir: dir, admin: admin, caPool: cas, stop: stop}
+	return &testGateway{pool: g.Pool, store: g.Store, gw: g.Gateway, url: g.URL, dir: g.Dir, admin: g.Admin, caPool: g.CAs, stop: g.Stop}
 }
 
 // sigv4Client is aws-sdk-go-v2's KMS client with static credentials.

@@ -6,10 +6,12 @@ package gatewaytest
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,19 +26,35 @@ const Account = "111122223333"
 
 // Gateway is a running test gateway.
 type Gateway struct {
-	URL   string // https://127.0.0.1:port
-	Admin *gateway.AdminCredentials
-	Pool  *hsmpool.Pool
-	Store *keystore.Store
-	Dir   string // its data folder
+	URL     string // https://127.0.0.1:port
+	Admin   *gateway.AdminCredentials
+	Pool    *hsmpool.Pool
+	Store   *keystore.Store
+	Gateway *gateway.Gateway
+	Dir     string         // its data folder
+	CAs     *x509.CertPool // the CA of its server and client certificates
+	// Stop stops serving and waits for requests in flight; it runs at the
+	// test's end too, and may be called more than once.
+	Stop func()
 }
 
 // Start runs a gateway for region on n SoftHSM slots until the test ends.
 func Start(t testing.TB, n int, region string) *Gateway {
+	return StartWith(t, n, region, nil)
+}
+
+// StartWith is Start with a chance to change the pool's options (fault
+// injection is on) and the gateway's configuration first.
+func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, *gateway.Config)) *Gateway {
 	t.Helper()
 	env := testenv.NewSoftHSM(t, n)
 	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	po := hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}, FaultInjection: true}
+	gc := gateway.Config{Region: region, Account: Account, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if tweak != nil {
+		tweak(&po, &gc)
+	}
+	pool, err := hsmpool.Open(ctx, po)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +78,8 @@ func Start(t testing.TB, n int, region string) *Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Pool: pool, Store: store, Region: region, Account: Account,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	gc.Pool, gc.Store = pool, store
+	gw, err := gateway.New(gc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +94,15 @@ func Start(t testing.TB, n int, region string) *Gateway {
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return &Gateway{URL: "https://" + ln.Addr().String(), Admin: admin, Pool: pool, Store: store, Dir: dir}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &Gateway{URL: "https://" + ln.Addr().String(), Admin: admin, Pool: pool, Store: store, Gateway: gw, Dir: dir, CAs: cas, Stop: stop}
 }
