@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for Options.
@@ -512,7 +514,7 @@ func (w *Writer) flush() error {
 		return fmt.Errorf("write %s: %w", w.fileName, err)
 	}
 	if w.sync {
-		if err := w.f.Sync(); err != nil {
+		if err := datasync(w.f); err != nil {
 			return fmt.Errorf("fsync %s: %w", w.fileName, err)
 		}
 	}
@@ -532,4 +534,19 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	return w.openCurrent(FileName(w.nextSeq), 0, time.Time{})
+}
+
+// datasync flushes a file's data and the metadata needed to read it back
+// (its size), without the timestamps fsync also writes: fdatasync(2) where
+// the file is an *os.File.
+func datasync(f logFile) error {
+	if osf, ok := f.(*os.File); ok {
+		for {
+			err := unix.Fdatasync(int(osf.Fd()))
+			if err != unix.EINTR {
+				return err
+			}
+		}
+	}
+	return f.Sync()
 }
