@@ -154,6 +154,30 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						},
 					},
 					{
+						Name:      "show",
+						Usage:     "show a principal: its ARN, access keys and how many keys it created",
+						ArgsUsage: "NAME",
+						Action: func(c *cli.Context) error {
+							name, err := oneArg(c, "NAME")
+							if err != nil {
+								return err
+							}
+							return runPrincipalShow(c.String("data"), name, c.App.Writer)
+						},
+					},
+					{
+						Name:      "rm",
+						Usage:     "remove a principal and revoke its access keys (its keys stay, for the admin)",
+						ArgsUsage: "NAME",
+						Action: func(c *cli.Context) error {
+							name, err := oneArg(c, "NAME")
+							if err != nil {
+								return err
+							}
+							return runPrincipalRemove(c.String("data"), name, c.App.Writer)
+						},
+					},
+					{
 						Name:      "issue-cert",
 						Usage:     "issue a TLS client certificate for a principal from the gateway's CA (its key is in the HSMs)",
 						ArgsUsage: "NAME",

@@ -186,3 +186,54 @@ func runIssueCert(ctx context.Context, dataDir, name, outDir string, w io.Writer
 		return nil
 	})
 }
+
+// runPrincipalShow prints one principal: its ARN, whether it is the admin,
+// its access keys and how many keys it created.
+func runPrincipalShow(dataDir, name string, w io.Writer) error {
+	const cmd = "principal show"
+	cfg, err := loadConfig(dataDir, cmd)
+	if err != nil {
+		return err
+	}
+	opts, err := cfg.GatewayOptions()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) error {
+		p, err := store.Principal(name)
+		if err != nil {
+			return fmt.Errorf("%s: no principal %s", cmd, name)
+		}
+		owned, _ := store.Keys("", 1<<30, func(k *keystore.Key) bool { return k.Owner == name })
+		fmt.Fprintf(w, "name:     %s\narn:      arn:aws:iam::%s:user/%s\nadmin:    %v\ncreated:  %s\nkeys:     %d created by it\n",
+			p.Name, opts.Account, p.Name, p.Admin, p.CreatedAt.Format(time.RFC3339), len(owned))
+		for _, a := range store.AccessKeysOf(name) {
+			state := "active"
+			if a.Revoked {
+				state = "revoked"
+			}
+			fmt.Fprintf(w, "access key %s (%s, created %s)\n", a.ID, state, a.CreatedAt.Format(time.RFC3339))
+		}
+		return nil
+	})
+}
+
+// runPrincipalRemove deletes a principal and revokes its access keys. The
+// keys it created stay, managed by the admin. The admin itself can't be
+// removed.
+func runPrincipalRemove(dataDir, name string, w io.Writer) error {
+	const cmd = "principal rm"
+	if name == gateway.AdminName {
+		return fmt.Errorf("%s: the admin principal can't be removed", cmd)
+	}
+	return withKeystore(dataDir, cmd, func(store *keystore.Store) error {
+		if _, err := store.Principal(name); err != nil {
+			return fmt.Errorf("%s: no principal %s", cmd, name)
+		}
+		if err := store.Apply(&keystore.DeletePrincipal{Name: name}); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintf(w, "Removed principal %s and revoked its access keys; keys it created stay, for the admin to manage.\n", name)
+		return nil
+	})
+}

@@ -488,6 +488,11 @@ func TestServe(t *testing.T) {
 		t.Fatalf("serve after SIGINT: exit %d, want 0", code)
 	}
 
+	r = hsmgate(t, nil, "--data", data, "principal", "show", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "arn:aws:iam::111122223333:user/bob") || !strings.Contains(r.stdout, bobID+" (active") {
+		t.Errorf("principal show: exit %d", r.code)
+	}
+
 	// Revoked, it is refused.
 	if r := hsmgate(t, nil, "--data", data, "principal", "revoke-access-key", bobID); r.code != 0 {
 		t.Fatalf("revoke-access-key: exit %d", r.code)
@@ -498,6 +503,15 @@ func TestServe(t *testing.T) {
 	r = hsmgate(t, nil, "--data", data, "principal", "list")
 	if !regexp.MustCompile(`(?m)^bob +no +\S+ +` + bobID + ` \(revoked\)$`).MatchString(r.stdout) {
 		t.Error("principal list does not show bob's key revoked")
+	}
+	if r := hsmgate(t, nil, "--data", data, "principal", "rm", "admin"); r.code != 1 {
+		t.Errorf("principal rm admin: exit %d, want a refusal", r.code)
+	}
+	if r := hsmgate(t, nil, "--data", data, "principal", "rm", "bob"); r.code != 0 {
+		t.Errorf("principal rm bob: exit %d", r.code)
+	}
+	if r := hsmgate(t, nil, "--data", data, "principal", "show", "bob"); r.code != 1 {
+		t.Errorf("principal show of a removed principal: exit %d", r.code)
 	}
 	srv = startServe(t, data)
 	srv.waitReady(t, endpoint, roots)

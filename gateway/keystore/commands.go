@@ -44,6 +44,7 @@ var commands = map[string]func() Command{
 	"CreatePrincipal": func() Command { return &CreatePrincipal{} },
 	"CreateAccessKey": func() Command { return &CreateAccessKey{} },
 	"RevokeAccessKey": func() Command { return &RevokeAccessKey{} },
+	"DeletePrincipal": func() Command { return &DeletePrincipal{} },
 	"SetMeta":         func() Command { return &SetMeta{} },
 }
 
@@ -404,6 +405,33 @@ func (c *RevokeAccessKey) apply(t *txn) error {
 	r := *a
 	r.Revoked = true
 	t.accessKeys[r.ID] = &r
+	return nil
+}
+
+// DeletePrincipal removes a principal and revokes its access keys. Keys it
+// created stay, for the admin to manage.
+type DeletePrincipal struct{ Name string }
+
+func (c *DeletePrincipal) op() string { return "DeletePrincipal" }
+func (c *DeletePrincipal) apply(t *txn) error {
+	t.s.mu.RLock()
+	_, ok := lookup(t.principals, t.s.principals, c.Name)
+	var keys []*AccessKey
+	for _, a := range t.s.accessKeys {
+		if a.Principal == c.Name && !a.Revoked {
+			keys = append(keys, a)
+		}
+	}
+	t.s.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("principal %s: %w", c.Name, ErrNotFound)
+	}
+	for _, a := range keys {
+		r := *a
+		r.Revoked = true
+		t.accessKeys[r.ID] = &r
+	}
+	t.principals[c.Name] = nil
 	return nil
 }
 

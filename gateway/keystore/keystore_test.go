@@ -35,6 +35,9 @@ func TestApplyPersistsAndReloads(t *testing.T) {
 		&CreateAccessKey{AccessKey{ID: "AKIA1", Principal: "admin", SecretBlob: []byte("wrapped"), CreatedAt: now}},
 		&RevokeAccessKey{ID: "AKIA1"},
 		&SetMeta{Name: "tls", Value: []byte("x")},
+		&CreatePrincipal{Principal{Name: "bob", CreatedAt: now}},
+		&CreateAccessKey{AccessKey{ID: "AKIA2", Principal: "bob", SecretBlob: []byte("wrapped"), CreatedAt: now}},
+		&DeletePrincipal{Name: "bob"},
 	}
 	for _, c := range steps {
 		if err := s.Apply(c); err != nil {
@@ -58,6 +61,12 @@ func TestApplyPersistsAndReloads(t *testing.T) {
 		}
 		if ak, _ := s.AccessKey("AKIA1"); ak == nil || !ak.Revoked {
 			t.Fatalf("access key = %+v", ak)
+		}
+		if _, err := s.Principal("bob"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleted principal: %v", err)
+		}
+		if ak, _ := s.AccessKey("AKIA2"); ak == nil || !ak.Revoked {
+			t.Fatalf("a deleted principal's access key is not revoked: %+v", ak)
 		}
 		if v, _ := s.Meta("tls"); string(v) != "x" {
 			t.Fatalf("meta = %q", v)
