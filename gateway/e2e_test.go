@@ -10,11 +10,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -335,30 +332,7 @@ func slogTo(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// startServing serves gw on a new loopback listener until stop is called or
-// the test ends, and returns its URL and the CA of its client certificates.
-func startServing(t *testing.T, ctx context.Context, gw *gateway.Gateway, pool *hsmpool.Pool, store *keystore.Store, dir string) (url string, cas *x509.CertPool, stop func()) {
-	t.Helper()
-	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return "https://" + ln.Addr().String(), cas, stop
+// startServing serves gw until stop is called or the test ends.
+func startServing(t *testing.T, _ context.Context, gw *gateway.Gateway, pool *hsmpool.Pool, store *keystore.Store, dir string) (url string, cas *x509.CertPool, stop func()) {
+	return gatewaytest.Serve(t, gw, pool, store, dir)
 }

@@ -5,15 +5,12 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/hsmgate/hsmgate/internal/cliexit"
 )
 
 func main() {
@@ -21,21 +18,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := newApp(stdout, stderr).RunContext(ctx, args)
-	if err == nil {
-		return 0
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(stderr, "hsmbench:", msg)
-		}
-		return ec.ExitCode()
-	}
-	fmt.Fprintln(stderr, "hsmbench:", err)
-	return 1
+	return cliexit.Run(newApp(stdout, stderr), args, stderr)
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {

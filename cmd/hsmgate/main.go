@@ -16,17 +16,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/hsmgate/hsmgate/internal/cliexit"
 
 	"github.com/hsmgate/hsmgate/gateway/audit"
 )
@@ -38,24 +36,7 @@ func main() {
 // run runs the command line args and returns the process exit status. It
 // never calls os.Exit itself, so tests can run it in-process too.
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// The first signal asks for a graceful stop; from then on the default
-	// action is back, so a second Ctrl-C ends the process at once.
-	go func() { <-ctx.Done(); stop() }()
-	err := newApp(stdout, stderr).RunContext(ctx, args)
-	if err == nil {
-		return 0
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(stderr, "hsmgate:", msg)
-		}
-		return ec.ExitCode()
-	}
-	fmt.Fprintln(stderr, "hsmgate:", err)
-	return 1
+	return cliexit.Run(newApp(stdout, stderr), args, stderr)
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {

@@ -83,6 +83,16 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	url, cas, stop := Serve(t, gw, pool, store, dir)
+	return &Gateway{URL: url, Admin: admin, Pool: pool, Store: store, Gateway: gw, Dir: dir, CAs: cas, Stop: stop}
+}
+
+// Serve serves gw (with the TLS material of the data folder dir) on a new
+// loopback listener until stop is called or the test ends, and returns its
+// URL and the CA of its certificates. stop may be called more than once.
+func Serve(t testing.TB, gw *gateway.Gateway, pool *hsmpool.Pool, store *keystore.Store, dir string) (url string, cas *x509.CertPool, stop func()) {
+	t.Helper()
+	ctx := context.Background()
 	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +105,7 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(sctx, ln, gateway.TLSConfig(cert, cas, 0), 5*time.Second) }()
 	var once sync.Once
-	stop := func() {
+	stop = func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -104,5 +114,5 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 		})
 	}
 	t.Cleanup(stop)
-	return &Gateway{URL: "https://" + ln.Addr().String(), Admin: admin, Pool: pool, Store: store, Gateway: gw, Dir: dir, CAs: cas, Stop: stop}
+	return "https://" + ln.Addr().String(), cas, stop
 }
