@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -59,6 +60,9 @@ func benchServer(cfgPath string) int {
 		return 1
 	}
 	os.Setenv("SOFTHSM2_CONF", env.SoftHSMConf)
+	if n, err := strconv.Atoi(os.Getenv("HSMGATE_BENCH_GOMAXPROCS")); err == nil {
+		runtime.GOMAXPROCS(n)
+	}
 	if prof := os.Getenv("HSMGATE_BENCH_CPUPROFILE"); prof != "" {
 		f, err := os.Create(prof)
 		if err == nil {
