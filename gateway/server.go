@@ -143,7 +143,7 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 		rec := audit.Record{
 			RequestID: reqID, Principal: principal, SourceIP: remoteIP(r), UserAgent: truncate(r.UserAgent(), 256),
 			Operation: op, KeyID: info.KeyID, KeyARN: info.KeyARN, KeyVersion: info.KeyVersion,
-			EncryptionContext: info.EncryptionContext, Outcome: audit.OutcomeOK, LatencyNS: int64(time.Since(start)),
+			EncryptionContext: info.EncryptionContext, GrantID: info.GrantID, Outcome: audit.OutcomeOK, LatencyNS: int64(time.Since(start)),
 		}
 		if op == "" {
 			rec.Operation = truncate(target, 128)
@@ -279,7 +279,7 @@ func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *km
 	if err != nil {
 		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExUnrecognizedClient, "The principal %q is not known to this gateway.", name)
 	}
-	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin}, nil
+	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin, Kind: p.Kind, Service: p.Service, Tags: p.Tags, SourceIP: remoteIP(r)}, nil
 }
 
 func writeJSONError(w http.ResponseWriter, e *kmsapi.Error) {
@@ -341,6 +341,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Con
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	// Automatic key rotation runs while serving; it has stopped when Serve
+	// returns, so the caller may close the pool and keystore.
+	rctx, stopRotation := context.WithCancel(ctx)
+	rotationDone := make(chan struct{})
+	go func() { defer close(rotationDone); g.rotationLoop(rctx) }()
+	defer func() { stopRotation(); <-rotationDone }()
 	select {
 	case err := <-errc:
 		return err

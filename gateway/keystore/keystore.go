@@ -34,6 +34,7 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
 	ErrInvalid       = errors.New("invalid")
+	ErrLimit         = errors.New("limit exceeded")
 )
 
 // Key states, as AWS KMS names them.
@@ -57,7 +58,28 @@ type Key struct {
 	Owner       string            `json:"owner"` // the principal that created it
 	Tags        map[string]string `json:"tags,omitempty"`
 	Versions    []Version         `json:"versions"`
+	// Policy is the key policy document (JSON), named "default". Empty
+	// means the default policy for the key's owner.
+	Policy string `json:"policy,omitempty"`
+	// KeyManager is "CUSTOMER", or "AWS" for a service-managed key (AWS's
+	// name for it), which users can't re-policy, disable or delete.
+	KeyManager string `json:"key_manager,omitempty"`
+	// RotationPeriodDays is the automatic rotation period; 0 means
+	// automatic rotation is off.
+	RotationPeriodDays int `json:"rotation_period_days,omitempty"`
+	// NextRotation is when the next automatic rotation is due (zero when
+	// rotation is off).
+	NextRotation time.Time `json:"next_rotation,omitzero"`
 }
+
+// Managed reports whether k is a service-managed key.
+func (k *Key) Managed() bool { return k.KeyManager == KeyManagerAWS }
+
+// Key managers, as AWS names them.
+const (
+	KeyManagerCustomer = "CUSTOMER"
+	KeyManagerAWS      = "AWS"
+)
 
 // Current returns the newest version.
 func (k *Key) Current() *Version { return &k.Versions[len(k.Versions)-1] }
@@ -88,9 +110,50 @@ type Alias struct {
 
 // Principal is an identity that calls the API.
 type Principal struct {
-	Name      string    `json:"name"`
-	Admin     bool      `json:"admin"`
-	CreatedAt time.Time `json:"created_at"`
+	Name  string `json:"name"`
+	Admin bool   `json:"admin"`
+	// Kind is "user" (the default when empty) or "role"; it is the
+	// resource type of the principal's ARN, arn:aws:iam::<account>:<kind>/<name>.
+	Kind string `json:"kind,omitempty"`
+	// Service, when set, declares the principal to be the integrated
+	// service of that name (a DNS label such as "storage"): its requests
+	// carry kms:ViaService "<service>.<region>.amazonaws.com" and it may
+	// use the service-managed key alias/managed/<service>.
+	Service   string            `json:"service,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+}
+
+// Principal kinds.
+const (
+	KindUser = "user"
+	KindRole = "role"
+)
+
+// ARNKind returns the resource type of p's ARN.
+func (p *Principal) ARNKind() string {
+	if p.Kind == "" {
+		return KindUser
+	}
+	return p.Kind
+}
+
+// Grant lets a grantee principal use a key for some operations, as AWS KMS
+// grants do.
+type Grant struct {
+	ID                string            `json:"id"`
+	KeyID             string            `json:"key_id"`
+	Name              string            `json:"name,omitempty"`
+	GranteePrincipal  string            `json:"grantee"`            // ARN
+	RetiringPrincipal string            `json:"retiring,omitempty"` // ARN
+	IssuingPrincipal  string            `json:"issuer"`             // ARN
+	Operations        []string          `json:"operations"`
+	ContextEquals     map[string]string `json:"context_equals,omitempty"`
+	ContextSubset     map[string]string `json:"context_subset,omitempty"`
+	CreatedAt         time.Time         `json:"created_at"`
+	// TokenNonce makes the grant's token unguessable: a token names the
+	// grant and carries this nonce.
+	TokenNonce string `json:"token_nonce"`
 }
 
 // AccessKey is a SigV4 credential of a principal. The secret itself is not
@@ -110,7 +173,8 @@ var (
 	bucketPrincipals = []byte("principals")
 	bucketAccessKeys = []byte("access_keys")
 	bucketMeta       = []byte("meta")
-	allBuckets       = [][]byte{bucketKeys, bucketAliases, bucketPrincipals, bucketAccessKeys, bucketMeta}
+	bucketGrants     = []byte("grants")
+	allBuckets       = [][]byte{bucketKeys, bucketAliases, bucketPrincipals, bucketAccessKeys, bucketMeta, bucketGrants}
 )
 
 // Store is the keystore. It is safe for concurrent use.
@@ -122,7 +186,9 @@ type Store struct {
 	aliases    map[string]*Alias
 	principals map[string]*Principal
 	accessKeys map[string]*AccessKey
-	applyMu    sync.Mutex // one Apply at a time
+	grants     map[string]*Grant
+	keyGrants  map[string][]*Grant // by key id, rebuilt when grants change
+	applyMu    sync.Mutex          // one Apply at a time
 }
 
 // Open opens (creating if needed) the store in file path.
@@ -131,7 +197,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open keystore %s: %w", path, err)
 	}
-	s := &Store{db: db, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}}
+	s := &Store{db: db, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}, grants: map[string]*Grant{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -146,8 +212,10 @@ func Open(path string) (*Store, error) {
 				load(tx, bucketKeys, s.keys),
 				load(tx, bucketAliases, s.aliases),
 				load(tx, bucketPrincipals, s.principals),
-				load(tx, bucketAccessKeys, s.accessKeys))
+				load(tx, bucketAccessKeys, s.accessKeys),
+				load(tx, bucketGrants, s.grants))
 		})
+		s.indexGrants()
 	}
 	if err != nil {
 		db.Close()
@@ -281,6 +349,52 @@ func (s *Store) AccessKeysOf(principal string) []*AccessKey {
 	for _, a := range s.accessKeys {
 		if a.Principal == principal {
 			out = append(out, a)
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// indexGrants rebuilds keyGrants; the caller holds mu for writing (or has
+// the store to itself).
+func (s *Store) indexGrants() {
+	idx := make(map[string][]*Grant)
+	for _, g := range s.grants {
+		idx[g.KeyID] = append(idx[g.KeyID], g)
+	}
+	for _, gs := range idx {
+		sort.Slice(gs, func(i, j int) bool { return gs[i].ID < gs[j].ID })
+	}
+	s.keyGrants = idx
+}
+
+// GrantsOf returns the grants of a key, sorted by id. The slice is shared:
+// don't modify it.
+func (s *Store) GrantsOf(keyID string) []*Grant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keyGrants[keyID]
+}
+
+// Grant returns the grant with this id.
+func (s *Store) Grant(id string) (*Grant, error) {
+	s.mu.RLock()
+	g, ok := s.grants[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("grant %s: %w", id, ErrNotFound)
+	}
+	return g, nil
+}
+
+// Grants returns every grant that keep accepts, sorted by id.
+func (s *Store) Grants(keep func(*Grant) bool) []*Grant {
+	s.mu.RLock()
+	var out []*Grant
+	for _, g := range s.grants {
+		if keep == nil || keep(g) {
+			out = append(out, g)
 		}
 	}
 	s.mu.RUnlock()

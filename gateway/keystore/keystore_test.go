@@ -171,3 +171,72 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestGrantsPoliciesVersions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keystore.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1700000100, 0).UTC()
+	grant := func(id, key string) Grant {
+		return Grant{ID: id, KeyID: key, GranteePrincipal: "arn:aws:iam::111122223333:user/bob", Operations: []string{"Encrypt"}, CreatedAt: now, TokenNonce: "n"}
+	}
+	steps := []Command{
+		&CreatePrincipal{Principal{Name: "bob", CreatedAt: now}},
+		&SetPrincipal{Name: "bob", Kind: KindRole, Service: "storage", Tags: map[string]string{"team": "blue"}},
+		&CreateKey{newKey("k1")},
+		&CreateKey{newKey("k2")},
+		&PutKeyPolicy{KeyID: "k1", Policy: `{"Statement":[]}`},
+		&CreateGrant{grant("g1", "k1")},
+		&CreateGrant{grant("g2", "k1")},
+		&CreateGrant{grant("g3", "k2")},
+		&DeleteGrant{ID: "g2"},
+		&SetRotation{KeyID: "k1", PeriodDays: 365, Next: now.AddDate(1, 0, 0)},
+		&AddKeyVersion{KeyID: "k1", Version: Version{Number: 2, CreatedAt: now, Blob: []byte("v2")}, NextRotation: now.AddDate(2, 0, 0)},
+	}
+	for _, c := range steps {
+		if err := s.Apply(c); err != nil {
+			t.Fatalf("%s: %v", c.op(), err)
+		}
+	}
+	for _, bad := range []Command{
+		&CreateGrant{grant("g1", "k1")},   // exists
+		&CreateGrant{grant("g9", "nope")}, // no key
+		&DeleteGrant{ID: "g2"},            // gone
+		&AddKeyVersion{KeyID: "k1", Version: Version{Number: 2, Blob: []byte("again")}}, // not the next number
+		&AddKeyVersion{KeyID: "k1", Version: Version{Number: 3}},                        // no material
+		&SetPrincipal{Name: "bob", Kind: "group"},                                       // unknown kind
+		&SetRotation{KeyID: "k1", PeriodDays: 90},                                       // no due time
+	} {
+		if err := s.Apply(bad); err == nil {
+			t.Errorf("%s %+v was applied", bad.op(), bad)
+		}
+	}
+	check := func(s *Store) {
+		t.Helper()
+		gs := s.GrantsOf("k1")
+		if len(gs) != 1 || gs[0].ID != "g1" || len(s.GrantsOf("k2")) != 1 || len(s.GrantsOf("k3")) != 0 {
+			t.Fatalf("grants of k1 %+v, k2 %+v", gs, s.GrantsOf("k2"))
+		}
+		if _, err := s.Grant("g2"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleted grant: %v", err)
+		}
+		k1, _ := s.Key("k1")
+		if k1.Policy != `{"Statement":[]}` || len(k1.Versions) != 2 || k1.Current().Number != 2 ||
+			k1.RotationPeriodDays != 365 || !k1.NextRotation.Equal(now.AddDate(2, 0, 0)) {
+			t.Fatalf("k1 = %+v", k1)
+		}
+		p, _ := s.Principal("bob")
+		if p.ARNKind() != KindRole || p.Service != "storage" || p.Tags["team"] != "blue" {
+			t.Fatalf("bob = %+v", p)
+		}
+	}
+	check(s)
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s)
+}

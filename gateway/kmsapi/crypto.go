@@ -122,6 +122,10 @@ func (s *Service) encrypt(ctx context.Context, c Caller, req *encryptRequest) (*
 	if err := checkContext(req.EncryptionContext); err != nil {
 		return nil, err
 	}
+	reqOf(ctx).encryptionAlgorithm = req.EncryptionAlgorithm
+	if req.EncryptionAlgorithm == "" {
+		reqOf(ctx).encryptionAlgorithm = symmetricDefault
+	}
 	k, err := s.usable(ctx, c, "Encrypt", req.KeyId, UsageEncryptDecrypt)
 	if err != nil {
 		return nil, err
@@ -244,10 +248,12 @@ func (s *Service) reEncrypt(ctx context.Context, c Caller, req *reEncryptRequest
 	if err := checkContext(req.DestinationEncryptionContext); err != nil {
 		return nil, err
 	}
+	setContext(ctx, req.DestinationEncryptionContext)
 	dst, err := s.usable(ctx, c, "ReEncryptTo", req.DestinationKeyId, UsageEncryptDecrypt)
 	if err != nil {
 		return nil, err
 	}
+	setContext(ctx, req.SourceEncryptionContext)
 	dstAlg, err := s.encryptionAlgorithm(dst, req.DestinationEncryptionAlgorithm, req.DestinationEncryptionContext)
 	if err != nil {
 		return nil, err
@@ -340,6 +346,7 @@ func (s *Service) macKey(ctx context.Context, c Caller, action string, req *macR
 	if len(req.Message) == 0 || len(req.Message) > maxPlaintext {
 		return nil, nil, Errorf(ExValidation, "Message must be 1 to %d bytes.", maxPlaintext)
 	}
+	reqOf(ctx).macAlgorithm = req.MacAlgorithm
 	k, err := s.usable(ctx, c, action, req.KeyId, UsageGenerateVerifyMac)
 	if err != nil {
 		return nil, nil, err
@@ -395,6 +402,11 @@ func (s *Service) signInput(ctx context.Context, c Caller, action string, req *s
 		return nil, nil, 0, false, Errorf(ExUnsupported, "MessageType EXTERNAL_MU is only for ML-DSA keys, which are not offered.")
 	default:
 		return nil, nil, 0, false, Errorf(ExValidation, "MessageType must be RAW or DIGEST.")
+	}
+	rq := reqOf(ctx)
+	rq.signingAlgorithm, rq.messageType = req.SigningAlgorithm, req.MessageType
+	if rq.messageType == "" {
+		rq.messageType = "RAW"
 	}
 	k, err := s.usable(ctx, c, action, req.KeyId, UsageSignVerify)
 	if err != nil {

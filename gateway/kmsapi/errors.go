@@ -9,6 +9,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/gateway/ciphertext"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/gateway/policy"
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
 
@@ -47,6 +48,11 @@ const (
 	ExUnrecognizedClient = "UnrecognizedClientException"
 	ExMissingAuthToken   = "MissingAuthenticationTokenException"
 	ExDryRun             = "DryRunOperationException"
+	ExMalformedPolicy    = "MalformedPolicyDocumentException"
+	ExInvalidGrantToken  = "InvalidGrantTokenException"
+	ExInvalidGrantID     = "InvalidGrantIdException"
+	ExInvalidArn         = "InvalidArnException"
+	ExLimitExceeded      = "LimitExceededException"
 )
 
 // status is the HTTP status of each exception type: 400 unless listed.
@@ -96,6 +102,12 @@ func toAPI(err error) *Error {
 		return Errorf(ExAlreadyExists, "%s", inputDetail(err))
 	case errors.Is(err, keystore.ErrInvalid):
 		return Errorf(ExValidation, "%s", inputDetail(err))
+	case errors.Is(err, keystore.ErrLimit):
+		return Errorf(ExLimitExceeded, "%s", inputDetail(err))
+	}
+	var pe *policy.Error
+	if errors.As(err, &pe) {
+		return Errorf(ExMalformedPolicy, "%s", pe.Msg)
 	}
 	return Errorf(ExInternal, "Internal error.")
 }

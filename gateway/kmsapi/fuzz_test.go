@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,7 @@ var knownTypes = map[string]bool{
 	ExInvalidKeyUsage: true, ExInvalidSignature: true, ExInvalidMac: true, ExValidation: true, ExSerialization: true,
 	ExAccessDenied: true, ExThrottling: true, ExUnsupported: true, ExAlreadyExists: true, ExInvalidAliasName: true,
 	ExTag: true, ExInternal: true, ExDependencyTimeout: true, ExUnknownOperation: true, ExDryRun: true,
+	ExMalformedPolicy: true, ExInvalidGrantToken: true, ExInvalidGrantID: true, ExInvalidArn: true, ExLimitExceeded: true,
 }
 
 // FuzzDo feeds every operation arbitrary bodies: the answer is a JSON
@@ -86,6 +88,11 @@ func FuzzDo(f *testing.F) {
 		`{"AliasName":"alias/a","TargetKeyId":"` + ids["sym"] + `"}`,
 		`{"KeyId":"` + ids["sym"] + `","Tags":[{"TagKey":"a","TagValue":"b"}]}`,
 		`{"KeySpec":"HMAC_224","KeyUsage":"GENERATE_VERIFY_MAC","Tags":[{"TagKey":"","TagValue":"x"}]}`,
+		`{"KeyId":"` + ids["sym"] + `","Policy":"{\"Statement\":{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"kms:*\",\"Resource\":\"*\"}}"}`,
+		`{"KeyId":"` + ids["sym"] + `","GranteePrincipal":"arn:aws:iam::111122223333:user/admin","Operations":["Encrypt"],"Constraints":{"EncryptionContextSubset":{"a":"b"}},"Name":"n"}`,
+		`{"GrantToken":"hsmgate-grant-v1.` + strings.Repeat("0", 64) + `.` + strings.Repeat("1", 32) + `"}`,
+		`{"KeyId":"` + ids["sym"] + `","Plaintext":"aGVsbG8=","GrantTokens":["x"]}`,
+		`{"RetiringPrincipal":"arn:aws:iam::111122223333:user/admin","Limit":1}`,
 	}
 	for i := range ops {
 		for _, seed := range seeds {

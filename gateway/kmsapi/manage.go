@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/gateway/policy"
 )
 
 const (
@@ -36,8 +37,6 @@ func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest
 	switch {
 	case req.Origin != "" && req.Origin != "AWS_KMS":
 		return nil, Errorf(ExUnsupported, "Origin %s is not supported; hsmgate generates every key in its HSMs (AWS_KMS).", truncate(req.Origin, 32))
-	case req.Policy != nil:
-		return nil, Errorf(ExUnsupported, "Key policies are not supported yet: a key is usable by the principal that created it and by the admin. Omit Policy.")
 	case req.MultiRegion:
 		return nil, Errorf(ExUnsupported, "Multi-Region keys are not supported.")
 	case req.CustomKeyStoreId != "" || req.XksKeyId != "":
@@ -62,16 +61,25 @@ func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest
 	if err := s.Pool.Capabilities().Supports(info.pool, poolUsage[usage]); err != nil {
 		return nil, Errorf(ExUnsupported, "KeySpec %s with KeyUsage %s is not supported by this gateway's HSMs: %v.", spec, usage, err)
 	}
-	gen, err := s.Pool.GenerateKey(ctx, info.pool, poolUsage[usage])
-	if err != nil {
-		return nil, err
-	}
 	now := s.now().UTC()
 	k := keystore.Key{
 		ID: newKeyID(), CreatedAt: now, Description: req.Description, State: keystore.StateEnabled,
 		Spec: spec, Usage: usage, Origin: "AWS_KMS", Owner: c.Principal, Tags: tags,
-		Versions: []keystore.Version{{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}},
+		KeyManager: keystore.KeyManagerCustomer,
 	}
+	if req.Policy != nil {
+		if err := s.checkNewPolicy(ctx, c, &k, *req.Policy, req.BypassPolicyLockoutSafetyCheck); err != nil {
+			return nil, err
+		}
+		k.Policy = *req.Policy
+	} else {
+		k.Policy = s.defaultPolicy(c.Principal)
+	}
+	gen, err := s.Pool.GenerateKey(ctx, info.pool, poolUsage[usage])
+	if err != nil {
+		return nil, err
+	}
+	k.Versions = []keystore.Version{{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}}
 	if err := s.Store.Apply(&keystore.CreateKey{Key: k}); err != nil {
 		return nil, err
 	}
@@ -98,10 +106,17 @@ func (s *Service) metadata(k *keystore.Key) KeyMetadata {
 	return KeyMetadata{
 		AWSAccountId: s.Account, KeyId: k.ID, Arn: s.keyARN(k.ID), CreationDate: Epoch(k.CreatedAt),
 		Enabled: k.State == keystore.StateEnabled, Description: k.Description, KeyUsage: k.Usage,
-		KeyState: k.State, Origin: k.Origin, KeyManager: "CUSTOMER", CustomerMasterKeySpec: k.Spec,
+		KeyState: k.State, Origin: k.Origin, KeyManager: keyManager(k), CustomerMasterKeySpec: k.Spec,
 		KeySpec: k.Spec, EncryptionAlgorithms: enc, SigningAlgorithms: sig, MacAlgorithms: mac,
 		KeyAgreementAlgorithms: agree,
 	}
+}
+
+func keyManager(k *keystore.Key) string {
+	if k.KeyManager == "" {
+		return keystore.KeyManagerCustomer
+	}
+	return k.KeyManager
 }
 
 func (s *Service) describeKey(ctx context.Context, c Caller, req *keyIDRequest) (*keyMetadataResponse, error) {
@@ -109,7 +124,7 @@ func (s *Service) describeKey(ctx context.Context, c Caller, req *keyIDRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, "DescribeKey", k); err != nil {
+	if err := s.authorize(ctx, c, "DescribeKey", k); err != nil {
 		return nil, err
 	}
 	return &keyMetadataResponse{KeyMetadata: s.metadata(k)}, nil
@@ -130,7 +145,7 @@ func (s *Service) listKeys(ctx context.Context, c Caller, req *listRequest) (*li
 	if err != nil {
 		return nil, err
 	}
-	keys, more := s.Store.Keys(req.Marker, limit, s.visible(c))
+	keys, more := s.Store.Keys(req.Marker, limit, s.visible(ctx, c))
 	out := &listKeysResponse{Keys: make([]keyListEntry, len(keys)), Truncated: more}
 	for i, k := range keys {
 		out.Keys[i] = keyListEntry{KeyId: k.ID, KeyArn: s.keyARN(k.ID)}
@@ -142,11 +157,23 @@ func (s *Service) listKeys(ctx context.Context, c Caller, req *listRequest) (*li
 }
 
 // visible filters the keys a caller may list.
-func (s *Service) visible(c Caller) func(*keystore.Key) bool {
-	if c.Admin {
-		return nil
+// visible filters the keys a caller is shown by ListKeys and ListAliases:
+// those its key policy lets it describe, and those it holds a grant on.
+// (AWS lists every key of the account to anyone allowed kms:ListKeys; a
+// gateway shared by many teams shows each only what it may use.)
+func (s *Service) visible(ctx context.Context, c Caller) func(*keystore.Key) bool {
+	arn := s.callerARN(&c)
+	return func(k *keystore.Key) bool {
+		if d, err := s.decide(ctx, &c, "DescribeKey", k); err == nil && d == policy.Allow {
+			return true
+		}
+		for _, g := range s.Store.GrantsOf(k.ID) {
+			if g.GranteePrincipal == arn {
+				return true
+			}
+		}
+		return false
 	}
-	return func(k *keystore.Key) bool { return k.Owner == c.Principal }
 }
 
 func (s *Service) setState(ctx context.Context, c Caller, action, keyID, state string) (*empty, error) {
@@ -154,8 +181,11 @@ func (s *Service) setState(ctx context.Context, c Caller, action, keyID, state s
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, action, k); err != nil {
+	if err := s.authorize(ctx, c, action, k); err != nil {
 		return nil, err
+	}
+	if k.Managed() {
+		return nil, managedRefusal(s, k, "it is always enabled")
 	}
 	if k.State != keystore.StateEnabled && k.State != keystore.StateDisabled {
 		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
@@ -185,8 +215,11 @@ func (s *Service) updateKeyDescription(ctx context.Context, c Caller, req *updat
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, "UpdateKeyDescription", k); err != nil {
+	if err := s.authorize(ctx, c, "UpdateKeyDescription", k); err != nil {
 		return nil, err
+	}
+	if k.Managed() {
+		return nil, managedRefusal(s, k, "its description can't be changed")
 	}
 	if err := s.Store.Apply(&keystore.SetDescription{KeyID: k.ID, Description: *req.Description}); err != nil {
 		return nil, err
@@ -200,8 +233,8 @@ func validAlias(name string) error {
 	switch {
 	case !aliasName.MatchString(name) || len(name) > 256:
 		return Errorf(ExValidation, "Alias name must begin with alias/ followed by 1 to 250 of a-z, A-Z, 0-9, /, _ and -.")
-	case strings.HasPrefix(name, "alias/aws/"):
-		return Errorf(ExInvalidAliasName, "Alias names beginning with alias/aws/ are reserved.")
+	case strings.HasPrefix(name, "alias/aws/"), strings.HasPrefix(name, ManagedAliasPrefix):
+		return Errorf(ExInvalidAliasName, "Alias names beginning with alias/aws/ or %s are reserved.", ManagedAliasPrefix)
 	}
 	return nil
 }
@@ -215,8 +248,11 @@ func (s *Service) aliasTarget(ctx context.Context, c Caller, action, target stri
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, action, k); err != nil {
+	if err := s.authorize(ctx, c, action, k); err != nil {
 		return nil, err
+	}
+	if k.Managed() {
+		return nil, managedRefusal(s, k, "only its own alias can name it")
 	}
 	if k.State == keystore.StatePendingDeletion {
 		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
@@ -264,7 +300,7 @@ func (s *Service) aliasedKey(ctx context.Context, c Caller, action, name string)
 	if err != nil {
 		return nil, err
 	}
-	return k, s.authorize(c, action, k)
+	return k, s.authorize(ctx, c, action, k)
 }
 
 func (s *Service) updateAlias(ctx context.Context, c Caller, req *aliasRequest) (*empty, error) {
@@ -317,17 +353,15 @@ func (s *Service) listAliases(ctx context.Context, c Caller, req *listRequest) (
 		if err != nil {
 			return nil, err
 		}
-		if err := s.authorize(c, "ListAliases", k); err != nil {
+		if err := s.authorize(ctx, c, "ListAliases", k); err != nil {
 			return nil, err
 		}
 		keyID = k.ID
 	}
-	var filter func(*keystore.Alias) bool
-	if !c.Admin {
-		filter = func(a *keystore.Alias) bool {
-			k, err := s.Store.Key(a.KeyID)
-			return err == nil && k.Owner == c.Principal
-		}
+	see := s.visible(ctx, c)
+	filter := func(a *keystore.Alias) bool {
+		k, err := s.Store.Key(a.KeyID)
+		return err == nil && see(k)
 	}
 	aliases, more := s.Store.Aliases(keyID, req.Marker, limit, filter)
 	out := &listAliasesResponse{Aliases: make([]aliasEntry, len(aliases)), Truncated: more}
@@ -376,8 +410,11 @@ func (s *Service) tagResource(ctx context.Context, c Caller, req *tagResourceReq
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, "TagResource", k); err != nil {
+	if err := s.authorize(ctx, c, "TagResource", k); err != nil {
 		return nil, err
+	}
+	if k.Managed() {
+		return nil, managedRefusal(s, k, "its tags can't be changed")
 	}
 	if err := s.Store.Apply(&keystore.TagKey{KeyID: k.ID, Tags: tags}); err != nil {
 		return nil, tagError(err)
@@ -400,8 +437,11 @@ func (s *Service) untagResource(ctx context.Context, c Caller, req *untagResourc
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, "UntagResource", k); err != nil {
+	if err := s.authorize(ctx, c, "UntagResource", k); err != nil {
 		return nil, err
+	}
+	if k.Managed() {
+		return nil, managedRefusal(s, k, "its tags can't be changed")
 	}
 	if err := s.Store.Apply(&keystore.UntagKey{KeyID: k.ID, TagKeys: req.TagKeys}); err != nil {
 		return nil, err
@@ -421,7 +461,7 @@ func (s *Service) listResourceTags(ctx context.Context, c Caller, req *listReque
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, "ListResourceTags", k); err != nil {
+	if err := s.authorize(ctx, c, "ListResourceTags", k); err != nil {
 		return nil, err
 	}
 	names := make([]string, 0, len(k.Tags))

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -23,14 +24,6 @@ import (
 // TargetPrefix is the X-Amz-Target prefix of AWS KMS operations.
 const TargetPrefix = "TrentService."
 
-// Caller is the authenticated principal making a request. Until key
-// policies exist (a later issue), a principal may use and manage the keys
-// it created, and an admin principal may do everything.
-type Caller struct {
-	Principal string
-	Admin     bool
-}
-
 // Service serves KMS operations. Its fields are set once before use.
 type Service struct {
 	Pool    *hsmpool.Pool
@@ -40,7 +33,10 @@ type Service struct {
 	Log     *slog.Logger
 	Now     func() time.Time // nil means time.Now
 
-	keys sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
+	keys     sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
+	policies policyCache
+	managed  sync.Mutex // serialises the creation of service-managed keys
+	grantMu  sync.Mutex // serialises CreateGrant's idempotency check and write
 }
 
 type keyVersion struct {
@@ -59,6 +55,12 @@ func op[Req any, Resp any](f func(s *Service, ctx context.Context, c Caller, req
 			if err := json.Unmarshal(body, &req); err != nil {
 				return nil, serializationError(err)
 			}
+		}
+		if t, ok := any(&req).(interface{ tokens() []string }); ok {
+			if err := validGrantTokens(t.tokens()); err != nil {
+				return nil, err
+			}
+			reqOf(ctx).grantTokens = t.tokens()
 		}
 		return f(s, ctx, c, &req)
 	}
@@ -103,15 +105,24 @@ var operations = map[string]handler{
 	"Verify":                          op((*Service).verify),
 	"GetPublicKey":                    op((*Service).getPublicKey),
 	"GenerateRandom":                  op((*Service).generateRandom),
+	"GetKeyPolicy":                    op((*Service).getKeyPolicy),
+	"PutKeyPolicy":                    op((*Service).putKeyPolicy),
+	"ListKeyPolicies":                 op((*Service).listKeyPolicies),
+	"CreateGrant":                     op((*Service).createGrant),
+	"ListGrants":                      op((*Service).listGrants),
+	"ListRetirableGrants":             op((*Service).listRetirableGrants),
+	"RetireGrant":                     op((*Service).retireGrant),
+	"RevokeGrant":                     op((*Service).revokeGrant),
 }
 
-// Operations lists the operation names served, for documentation and
-// metrics.
+// Operations lists the operation names served, sorted, for documentation
+// and metrics.
 func Operations() []string {
 	out := make([]string, 0, len(operations))
 	for name := range operations {
 		out = append(out, name)
 	}
+	sort.Strings(out)
 	return out
 }
 
@@ -136,14 +147,10 @@ type Info struct {
 	KeyARN            string
 	KeyVersion        uint32
 	EncryptionContext map[string]string
+	GrantID           string // the grant that allowed the request, if one did
 }
 
-type infoKey struct{}
-
-func infoOf(ctx context.Context) *Info {
-	info, _ := ctx.Value(infoKey{}).(*Info)
-	return info
-}
+func infoOf(ctx context.Context) *Info { return reqOf(ctx).info }
 
 // noteKey records the first key an operation resolves.
 func (s *Service) noteKey(ctx context.Context, k *keystore.Key) {
@@ -158,7 +165,10 @@ func noteVersion(ctx context.Context, v uint32) {
 	}
 }
 
+// noteContext records the request's encryption context for the audit log
+// and for the authorization that follows.
 func noteContext(ctx context.Context, ec map[string]string) {
+	setContext(ctx, ec)
 	if info := infoOf(ctx); info != nil && info.EncryptionContext == nil && len(ec) > 0 {
 		info.EncryptionContext = ec
 	}
@@ -168,9 +178,7 @@ func noteContext(ctx context.Context, ec map[string]string) {
 // and returns the JSON response, or an error in the protocol's shape. When
 // info is not nil the operation fills it in for the audit log.
 func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte, info *Info) ([]byte, *Error) {
-	if info != nil {
-		ctx = context.WithValue(ctx, infoKey{}, info)
-	}
+	ctx = context.WithValue(ctx, requestKey{}, &request{info: info, caller: &c})
 	name, ok := strings.CutPrefix(target, TargetPrefix)
 	h := operations[name]
 	if !ok || h == nil {
@@ -210,10 +218,6 @@ func (s *Service) aliasARN(name string) string {
 	return "arn:aws:kms:" + s.Region + ":" + s.Account + ":" + name
 }
 
-func (s *Service) principalARN(name string) string {
-	return "arn:aws:iam::" + s.Account + ":user/" + name
-}
-
 // resolve finds the key a KeyId names: a key id, a key ARN, an alias name
 // or an alias ARN, as AWS KMS accepts.
 func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, error) {
@@ -239,8 +243,11 @@ func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, err
 	if strings.HasPrefix(ref, "alias/") {
 		a, err := s.Store.Alias(ref)
 		if err != nil {
-			return nil, Errorf(ExNotFound, "Alias %s is not found.", s.aliasARN(truncate(ref, 256)))
+			if a, err = s.managedAlias(ctx, ref); err != nil {
+				return nil, err
+			}
 		}
+		reqOf(ctx).alias = ref
 		ref = a.KeyID
 	}
 	k, err := s.Store.Key(ref)
@@ -251,15 +258,6 @@ func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, err
 	return k, nil
 }
 
-// authorize checks that c may run action on k.
-func (s *Service) authorize(c Caller, action string, k *keystore.Key) error {
-	if c.Admin || k.Owner == c.Principal {
-		return nil
-	}
-	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no resource-based policy allows the kms:%s action.",
-		s.principalARN(c.Principal), action, s.keyARN(k.ID), action)
-}
-
 // usable resolves a key for a cryptographic operation: found, allowed,
 // enabled, and of the usage the operation needs.
 func (s *Service) usable(ctx context.Context, c Caller, action, keyID, usage string) (*keystore.Key, error) {
@@ -267,7 +265,7 @@ func (s *Service) usable(ctx context.Context, c Caller, action, keyID, usage str
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorize(c, action, k); err != nil {
+	if err := s.authorize(ctx, c, action, k); err != nil {
 		return nil, err
 	}
 	switch k.State {

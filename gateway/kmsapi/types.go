@@ -264,3 +264,12 @@ type generateRandomResponse struct {
 }
 
 type empty struct{}
+
+// tokens returns a request's grant tokens (see [validGrantTokens]).
+func (r *keyIDRequest) tokens() []string           { return r.GrantTokens }
+func (r *encryptRequest) tokens() []string         { return r.GrantTokens }
+func (r *decryptRequest) tokens() []string         { return r.GrantTokens }
+func (r *reEncryptRequest) tokens() []string       { return r.GrantTokens }
+func (r *generateDataKeyRequest) tokens() []string { return r.GrantTokens }
+func (r *macRequest) tokens() []string             { return r.GrantTokens }
+func (r *signRequest) tokens() []string            { return r.GrantTokens }
