@@ -118,7 +118,7 @@ func Bootstrap(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, d
 	}
 	clear(keyPEM)
 	ids := &Identities{Pool: pool, Store: store, Now: func() time.Time { return now }}
-	if err := ids.CreatePrincipal(AdminName, true); err != nil {
+	if err := ids.CreatePrincipal(PrincipalSpec{Name: AdminName, Admin: true}); err != nil {
 		return nil, err
 	}
 	if creds.AccessKeyID, creds.SecretAccessKey, err = ids.CreateAccessKey(ctx, AdminName); err != nil {

@@ -150,7 +150,7 @@ func TestAccessDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := tg.gw.Identities()
-	if err := ids.CreatePrincipal("alice", false); err != nil {
+	if err := ids.CreatePrincipal(gateway.PrincipalSpec{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	akid, secret, err := ids.CreateAccessKey(ctx, "alice")
@@ -420,7 +420,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestIssueClientCert(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	if err := tg.gw.Identities().CreatePrincipal("carol", false); err != nil {
+	if err := tg.gw.Identities().CreatePrincipal(gateway.PrincipalSpec{Name: "carol"}); err != nil {
 		t.Fatal(err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -5,6 +5,7 @@
 // # Routes
 //
 //	POST /         AWS KMS JSON 1.1 (X-Amz-Target: TrentService.<Operation>)
+//	POST /         the admin API, for admin principals (X-Amz-Target: HsmGate.<Operation>; see admin.go)
 //	GET  /healthz  200 while the process serves
 //	GET  /readyz   200 while the pool has a healthy slot, else 503
 //	GET  /metrics  Prometheus metrics
@@ -136,7 +137,7 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	reqID := newRequestID()
 	w.Header().Set("x-amzn-RequestId", reqID)
 	target := r.Header.Get("X-Amz-Target")
-	op := kmsapi.OperationName(target)
+	op := operationName(target) // admin operations are "HsmGate.<Operation>"
 	var info kmsapi.Info
 	principal, resp, apiErr := g.handle(r, target, &info)
 	if g.cfg.Audit != nil {
@@ -198,7 +199,11 @@ func (g *Gateway) handle(r *http.Request, target string, info *kmsapi.Info) (pri
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
-	resp, apiErr = g.service.Do(ctx, caller, target, body, info)
+	if isAdminTarget(target) { // the admin API (admin.go)
+		resp, apiErr = g.admin(ctx, caller, target, body)
+	} else {
+		resp, apiErr = g.service.Do(ctx, caller, target, body, info)
+	}
 	return caller.Principal, resp, apiErr
 }
 

@@ -47,7 +47,7 @@ func readCredentials(path string) (akid, secret string, err error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", "", fmt.Errorf("the admin's credentials file %s is missing: `hsmgate init` writes it once, "+
 			"when it creates the data folder. If it was moved or deleted, create another access key with "+
-			"`hsmgate principal create-access-key %s` (gateway stopped) and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY yourself",
+			"`hsmgate principal create-access-key %s` and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY yourself",
 			path, gateway.AdminName)
 	}
 	if err != nil {

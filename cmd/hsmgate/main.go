@@ -5,7 +5,8 @@
 //	                           certificate (keys in the HSM) and the admin
 //	hsmgate serve              serve the AWS KMS API over HTTPS until SIGINT/SIGTERM
 //	hsmgate env                shell exports pointing the AWS CLI at the gateway
-//	hsmgate principal …        principals and their access keys (gateway stopped)
+//	hsmgate principal …        principals, their access keys and certificates
+//	                           (gateway stopped or running)
 //	hsmgate pool check         show every slot and run a round trip on each
 //
 // Everything lives in the data folder (--data, default ./data); see
@@ -26,6 +27,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/internal/cliexit"
 
+	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/audit"
 )
 
@@ -96,91 +98,140 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			{
-				Name:  "principal",
-				Usage: "manage principals and their access keys (while the gateway is stopped)",
+				Name: "principal",
+				Usage: "manage principals, their access keys and client certificates: on the keystore while the gateway is stopped, " +
+					"through its admin API (mTLS as the admin) while it runs",
 				Subcommands: []*cli.Command{
 					{
 						Name:      "add",
 						Usage:     "add a principal",
 						ArgsUsage: "NAME",
-						Flags:     []cli.Flag{&cli.BoolFlag{Name: "admin", Usage: "the principal may use every key"}},
+						Flags: []cli.Flag{
+							&cli.BoolFlag{Name: "admin", Usage: "the principal is an administrator: it may use every key and the admin API"},
+							&cli.BoolFlag{Name: "role", Usage: "the principal is a role: its ARN is arn:aws:iam::ACCOUNT:role/NAME, not user/NAME"},
+							&cli.StringFlag{Name: "service", Usage: "the principal is this integrated service (a DNS label such as storage): its requests carry kms:ViaService SERVICE.REGION.amazonaws.com"},
+							&cli.StringSliceFlag{Name: "tag", Usage: "a tag KEY=VALUE, for aws:PrincipalTag/KEY in key policies (repeat it for more)"},
+							gatewayListenFlag(),
+						},
 						Action: func(c *cli.Context) error {
 							name, err := oneArg(c, "NAME")
 							if err != nil {
 								return err
 							}
-							return runPrincipalAdd(c.String("data"), name, c.Bool("admin"), c.App.Writer)
+							tags, err := parseTags(c.StringSlice("tag"))
+							if err != nil {
+								return fmt.Errorf("principal add: --tag: %w", err)
+							}
+							in := gateway.AdminCreatePrincipalInput{PrincipalName: name, Admin: c.Bool("admin"), Service: c.String("service"), Tags: tags}
+							if c.Bool("role") {
+								in.Kind = "role"
+							}
+							return runPrincipalAdd(newPrincipalCmd(c, "principal add"), in)
 						},
 					},
 					{
 						Name:  "list",
-						Usage: "list the principals and their access keys",
+						Usage: "list the principals: kind, service, tags and access keys",
+						Flags: []cli.Flag{gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							if err := noArgs(c); err != nil {
 								return err
 							}
-							return runPrincipalList(c.String("data"), c.App.Writer)
+							return runPrincipalList(newPrincipalCmd(c, "principal list"))
 						},
 					},
 					{
 						Name:      "create-access-key",
 						Usage:     "create a SigV4 access key for a principal and print its secret, once",
 						ArgsUsage: "NAME",
+						Flags:     []cli.Flag{gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							name, err := oneArg(c, "NAME")
 							if err != nil {
 								return err
 							}
-							return runCreateAccessKey(c.Context, c.String("data"), name, c.App.Writer, c.App.ErrWriter, newLogger(c))
+							return runCreateAccessKey(newPrincipalCmd(c, "principal create-access-key"), name)
 						},
 					},
 					{
 						Name:      "show",
-						Usage:     "show a principal: its ARN, access keys and how many keys it created",
+						Usage:     "show a principal: its ARN, kind, service, tags, access keys and how many keys it created",
 						ArgsUsage: "NAME",
+						Flags:     []cli.Flag{gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							name, err := oneArg(c, "NAME")
 							if err != nil {
 								return err
 							}
-							return runPrincipalShow(c.String("data"), name, c.App.Writer)
+							return runPrincipalShow(newPrincipalCmd(c, "principal show"), name)
+						},
+					},
+					{
+						Name:      "tag",
+						Usage:     "set tags of a principal (a tag it has gets the new value)",
+						ArgsUsage: "NAME KEY=VALUE...",
+						Flags:     []cli.Flag{gatewayListenFlag()},
+						Action: func(c *cli.Context) error {
+							if c.NArg() < 2 {
+								return fmt.Errorf("principal tag: want NAME and at least one KEY=VALUE, after any flags; got %q", c.Args().Slice())
+							}
+							tags, err := parseTags(c.Args().Tail())
+							if err != nil {
+								return fmt.Errorf("principal tag: %w", err)
+							}
+							return runPrincipalTag(newPrincipalCmd(c, "principal tag"), c.Args().First(), tags)
+						},
+					},
+					{
+						Name:      "untag",
+						Usage:     "remove tags from a principal",
+						ArgsUsage: "NAME KEY...",
+						Flags:     []cli.Flag{gatewayListenFlag()},
+						Action: func(c *cli.Context) error {
+							if c.NArg() < 2 {
+								return fmt.Errorf("principal untag: want NAME and at least one KEY, after any flags; got %q", c.Args().Slice())
+							}
+							return runPrincipalUntag(newPrincipalCmd(c, "principal untag"), c.Args().First(), c.Args().Tail())
 						},
 					},
 					{
 						Name:      "rm",
 						Usage:     "remove a principal and revoke its access keys (its keys stay, for the admin)",
 						ArgsUsage: "NAME",
+						Flags:     []cli.Flag{gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							name, err := oneArg(c, "NAME")
 							if err != nil {
 								return err
 							}
-							return runPrincipalRemove(c.String("data"), name, c.App.Writer)
+							return runPrincipalRemove(newPrincipalCmd(c, "principal rm"), name)
 						},
 					},
 					{
 						Name:      "issue-cert",
-						Usage:     "issue a TLS client certificate for a principal from the gateway's CA (its key is in the HSMs)",
+						Usage:     "issue a TLS client certificate for a principal from the gateway's CA (its key is in the HSMs); the client's key is made here and never sent",
 						ArgsUsage: "NAME",
-						Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Usage: "folder to write client.pem and client.key to", Required: true}},
+						Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Usage: "folder to write client.pem and client.key to", Required: true}, gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							name, err := oneArg(c, "NAME")
 							if err != nil {
 								return err
 							}
-							return runIssueCert(c.Context, c.String("data"), name, c.String("out"), c.App.Writer, newLogger(c))
+							return runIssueCert(newPrincipalCmd(c, "principal issue-cert"), name, c.String("out"))
 						},
 					},
 					{
-						Name:      "revoke-access-key",
-						Usage:     "revoke an access key for good",
+						Name:      "revoke",
+						Aliases:   []string{"revoke-access-key"},
+						Usage:     "revoke an access key for good, at once",
 						ArgsUsage: "ACCESS-KEY-ID",
+						Flags:     []cli.Flag{gatewayListenFlag()},
 						Action: func(c *cli.Context) error {
 							akid, err := oneArg(c, "ACCESS-KEY-ID")
 							if err != nil {
 								return err
 							}
-							return runRevokeAccessKey(c.String("data"), akid, c.App.Writer)
+							return runRevokeAccessKey(newPrincipalCmd(c, "principal revoke"), akid)
 						},
 					},
 				},
