@@ -8,50 +8,68 @@ import (
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 )
 
-// RotationCheckEvery is how often a serving gateway looks for keys whose
-// automatic rotation is due. Rotation periods are whole days, so an hour's
-// delay at most is immaterial; the check also runs when serving starts, so
-// a rotation that fell due while the gateway was down happens then, once.
-const RotationCheckEvery = time.Hour
+// ScheduleCheckEvery is how often a serving gateway looks for keys whose
+// automatic rotation is due and for keys whose pending-deletion window has
+// ended. Rotation periods and deletion windows are whole days, so an
+// hour's delay at most is immaterial; the check also runs when serving
+// starts, so what fell due while the gateway was down happens then, once.
+const ScheduleCheckEvery = time.Hour
 
-// RotationPrincipal is the principal named in the audit records of
-// rotations the gateway makes on its own schedule.
-const RotationPrincipal = "hsmgate:scheduler"
+// SchedulerPrincipal is the principal named in the audit records of what
+// the gateway does on its own schedule.
+const SchedulerPrincipal = "hsmgate:scheduler"
 
-// RotateDue rotates every key whose automatic rotation is due at now and
-// writes one audit record per rotation (operation "RotateKey"). It returns
-// what it did.
-func (g *Gateway) RotateDue(ctx context.Context, now time.Time) []kmsapi.Rotation {
-	rots := g.service.RotateDue(ctx, now)
-	for _, r := range rots {
-		if r.Err != nil {
-			g.log.Error("automatic key rotation failed; it will be retried", "key_id", r.KeyID, "err", r.Err)
-		}
-		if g.cfg.Audit == nil {
-			continue
-		}
-		rec := audit.Record{
-			RequestID: newRequestID(), Principal: RotationPrincipal, Operation: "RotateKey",
-			KeyID: r.KeyID, KeyARN: "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + r.KeyID,
-			KeyVersion: r.Version, Outcome: audit.OutcomeOK,
-		}
-		if r.Err != nil {
-			rec.Outcome, rec.ErrorCode = audit.OutcomeError, kmsapi.ExInternal
-		}
-		if err := g.cfg.Audit.Append(ctx, rec); err != nil {
-			g.log.Error("audit log write failed for a key rotation", "key_id", r.KeyID, "err", err)
-		}
-	}
-	return rots
+// RotateDue rotates every key whose automatic rotation is due at now. Each
+// rotation is written to the audit log (operation "RotateKey").
+func (g *Gateway) RotateDue(ctx context.Context, now time.Time) []kmsapi.RotationEvent {
+	return g.service.RotateDue(ctx, now)
 }
 
-// rotationLoop runs RotateDue at start and every RotationCheckEvery until
-// ctx ends.
-func (g *Gateway) rotationLoop(ctx context.Context) {
-	t := time.NewTicker(RotationCheckEvery)
+// DeleteDue deletes every key whose pending-deletion window has ended at
+// now, writing an audit record (operation "DeleteKey") for each.
+func (g *Gateway) DeleteDue(ctx context.Context, now time.Time) []kmsapi.DeletionEvent {
+	evs := g.service.DeleteDue(ctx, now)
+	for _, ev := range evs {
+		g.auditEvent(ctx, "DeleteKey", ev.KeyID, 0, ev.Err)
+	}
+	return evs
+}
+
+// auditRotation is the service's OnRotation hook: every rotation, whatever
+// caused it, is an audit record.
+func (g *Gateway) auditRotation(ctx context.Context, ev kmsapi.RotationEvent) {
+	g.auditEvent(ctx, "RotateKey", ev.KeyID, ev.Version, ev.Err)
+}
+
+func (g *Gateway) auditEvent(ctx context.Context, op, keyID string, version uint32, failure error) {
+	if failure != nil {
+		g.log.Error("scheduled key operation failed; it will be retried", "operation", op, "key_id", keyID, "err", failure)
+	}
+	if g.cfg.Audit == nil {
+		return
+	}
+	rec := audit.Record{
+		RequestID: newRequestID(), Principal: SchedulerPrincipal, Operation: op,
+		KeyID: keyID, KeyARN: "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + keyID,
+		KeyVersion: version, Outcome: audit.OutcomeOK,
+	}
+	if failure != nil {
+		rec.Outcome, rec.ErrorCode = audit.OutcomeError, kmsapi.ExInternal
+	}
+	if err := g.cfg.Audit.Append(context.WithoutCancel(ctx), rec); err != nil {
+		g.log.Error("audit log write failed for a scheduled key operation", "operation", op, "key_id", keyID, "err", err)
+	}
+}
+
+// scheduleLoop runs RotateDue and DeleteDue at start and every
+// ScheduleCheckEvery until ctx ends.
+func (g *Gateway) scheduleLoop(ctx context.Context) {
+	t := time.NewTicker(ScheduleCheckEvery)
 	defer t.Stop()
 	for {
-		g.RotateDue(ctx, g.now())
+		now := g.now()
+		g.RotateDue(ctx, now)
+		g.DeleteDue(ctx, now)
 		select {
 		case <-ctx.Done():
 			return

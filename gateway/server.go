@@ -107,6 +107,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, inFlight: make(chan struct{}, cfg.MaxInFlight)}
 	g.service = &kmsapi.Service{Pool: cfg.Pool, Store: cfg.Store, Region: cfg.Region, Account: cfg.Account, Log: cfg.Logger, Now: now}
+	g.service.OnRotation = g.auditRotation
 	g.identities = &Identities{Pool: cfg.Pool, Store: cfg.Store, Now: now}
 	g.verifier = &sigv4.Verifier{Region: cfg.Region, Service: "kms", Lookup: g.identities.Lookup, Now: now}
 	g.metrics = newMetrics(cfg.Pool)
@@ -346,12 +347,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Con
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	// Automatic key rotation runs while serving; it has stopped when Serve
-	// returns, so the caller may close the pool and keystore.
-	rctx, stopRotation := context.WithCancel(ctx)
-	rotationDone := make(chan struct{})
-	go func() { defer close(rotationDone); g.rotationLoop(rctx) }()
-	defer func() { stopRotation(); <-rotationDone }()
+	// Scheduled rotation and deletion run while serving; they have stopped
+	// when Serve returns, so the caller may close the pool and keystore.
+	schedCtx, stopSchedule := context.WithCancel(ctx)
+	scheduleDone := make(chan struct{})
+	go func() { defer close(scheduleDone); g.scheduleLoop(schedCtx) }()
+	defer func() { stopSchedule(); <-scheduleDone }()
 	select {
 	case err := <-errc:
 		return err

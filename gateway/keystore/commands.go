@@ -33,25 +33,29 @@ type envelope struct {
 }
 
 var commands = map[string]func() Command{
-	"CreateKey":       func() Command { return &CreateKey{} },
-	"SetKeyState":     func() Command { return &SetKeyState{} },
-	"SetDescription":  func() Command { return &SetDescription{} },
-	"TagKey":          func() Command { return &TagKey{} },
-	"UntagKey":        func() Command { return &UntagKey{} },
-	"CreateAlias":     func() Command { return &CreateAlias{} },
-	"UpdateAlias":     func() Command { return &UpdateAlias{} },
-	"DeleteAlias":     func() Command { return &DeleteAlias{} },
-	"CreatePrincipal": func() Command { return &CreatePrincipal{} },
-	"CreateAccessKey": func() Command { return &CreateAccessKey{} },
-	"RevokeAccessKey": func() Command { return &RevokeAccessKey{} },
-	"DeletePrincipal": func() Command { return &DeletePrincipal{} },
-	"SetMeta":         func() Command { return &SetMeta{} },
-	"PutKeyPolicy":    func() Command { return &PutKeyPolicy{} },
-	"SetRotation":     func() Command { return &SetRotation{} },
-	"AddKeyVersion":   func() Command { return &AddKeyVersion{} },
-	"SetPrincipal":    func() Command { return &SetPrincipal{} },
-	"CreateGrant":     func() Command { return &CreateGrant{} },
-	"DeleteGrant":     func() Command { return &DeleteGrant{} },
+	"CreateKey":        func() Command { return &CreateKey{} },
+	"SetKeyState":      func() Command { return &SetKeyState{} },
+	"SetDescription":   func() Command { return &SetDescription{} },
+	"TagKey":           func() Command { return &TagKey{} },
+	"UntagKey":         func() Command { return &UntagKey{} },
+	"CreateAlias":      func() Command { return &CreateAlias{} },
+	"UpdateAlias":      func() Command { return &UpdateAlias{} },
+	"DeleteAlias":      func() Command { return &DeleteAlias{} },
+	"CreatePrincipal":  func() Command { return &CreatePrincipal{} },
+	"CreateAccessKey":  func() Command { return &CreateAccessKey{} },
+	"RevokeAccessKey":  func() Command { return &RevokeAccessKey{} },
+	"DeletePrincipal":  func() Command { return &DeletePrincipal{} },
+	"SetMeta":          func() Command { return &SetMeta{} },
+	"PutKeyPolicy":     func() Command { return &PutKeyPolicy{} },
+	"SetRotation":      func() Command { return &SetRotation{} },
+	"AddKeyVersion":    func() Command { return &AddKeyVersion{} },
+	"SetPrincipal":     func() Command { return &SetPrincipal{} },
+	"CreateGrant":      func() Command { return &CreateGrant{} },
+	"DeleteGrant":      func() Command { return &DeleteGrant{} },
+	"Reserve":          func() Command { return &ReserveEncryptions{} },
+	"ScheduleDeletion": func() Command { return &ScheduleDeletion{} },
+	"CancelDeletion":   func() Command { return &CancelDeletion{} },
+	"DeleteKey":        func() Command { return &DeleteKey{} },
 }
 
 // Decode parses bytes made by Encode.
@@ -527,6 +531,9 @@ func (c *AddKeyVersion) apply(t *txn) error {
 	if !c.NextRotation.IsZero() {
 		k.NextRotation = c.NextRotation
 	}
+	if c.Version.RotationType == RotationOnDemand {
+		k.OnDemandRotations++
+	}
 	t.keys[k.ID] = k
 	return nil
 }
@@ -601,5 +608,96 @@ func (c *DeleteGrant) apply(t *txn) error {
 		return fmt.Errorf("grant %s: %w", c.ID, ErrNotFound)
 	}
 	t.grants[c.ID] = nil
+	return nil
+}
+
+// ReserveEncryptions reserves Count more AES-GCM encryptions of a key
+// version for the gateway that applies it. Reservations only grow: a
+// gateway that crashes loses the unused part of its reservation, so the
+// count can only overstate how many encryptions were made, never
+// understate it. Several gateways may reserve concurrently.
+type ReserveEncryptions struct {
+	KeyID   string
+	Version uint32
+	Count   uint64
+}
+
+func (c *ReserveEncryptions) op() string { return "Reserve" }
+func (c *ReserveEncryptions) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if c.Version == 0 || int(c.Version) > len(k.Versions) {
+		return fmt.Errorf("key %s version %d: %w", c.KeyID, c.Version, ErrNotFound)
+	}
+	k.Versions[c.Version-1].GCMReserved += c.Count
+	t.keys[k.ID] = k
+	return nil
+}
+
+// ScheduleDeletion puts a key in PendingDeletion until Date.
+type ScheduleDeletion struct {
+	KeyID      string
+	Date       time.Time
+	WindowDays int
+}
+
+func (c *ScheduleDeletion) op() string { return "ScheduleDeletion" }
+func (c *ScheduleDeletion) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.State == StatePendingDeletion {
+		return fmt.Errorf("%w: key %s is already pending deletion", ErrInvalid, k.ID)
+	}
+	k.State, k.DeletionDate, k.PendingWindowDays = StatePendingDeletion, c.Date, c.WindowDays
+	t.keys[k.ID] = k
+	return nil
+}
+
+// CancelDeletion takes a key out of PendingDeletion; it is then Disabled,
+// as in AWS KMS.
+type CancelDeletion struct{ KeyID string }
+
+func (c *CancelDeletion) op() string { return "CancelDeletion" }
+func (c *CancelDeletion) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.State != StatePendingDeletion {
+		return fmt.Errorf("%w: key %s is not pending deletion", ErrInvalid, k.ID)
+	}
+	k.State, k.DeletionDate, k.PendingWindowDays = StateDisabled, time.Time{}, 0
+	t.keys[k.ID] = k
+	return nil
+}
+
+// DeleteKey removes a key that is pending deletion, with its wrapped
+// material, its aliases and its grants.
+type DeleteKey struct{ KeyID string }
+
+func (c *DeleteKey) op() string { return "DeleteKey" }
+func (c *DeleteKey) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.State != StatePendingDeletion {
+		return fmt.Errorf("%w: key %s is not pending deletion", ErrInvalid, k.ID)
+	}
+	t.keys[k.ID] = nil
+	t.s.mu.RLock()
+	for name, a := range t.s.aliases {
+		if a.KeyID == k.ID {
+			t.aliases[name] = nil
+		}
+	}
+	for _, g := range t.s.keyGrants[k.ID] {
+		t.grants[g.ID] = nil
+	}
+	t.s.mu.RUnlock()
 	return nil
 }

@@ -70,6 +70,12 @@ type Key struct {
 	// NextRotation is when the next automatic rotation is due (zero when
 	// rotation is off).
 	NextRotation time.Time `json:"next_rotation,omitzero"`
+	// OnDemandRotations counts RotateKeyOnDemand calls, which are limited.
+	OnDemandRotations int `json:"on_demand_rotations,omitempty"`
+	// DeletionDate is when a key pending deletion is deleted, and
+	// PendingWindowDays the window it was scheduled with.
+	DeletionDate      time.Time `json:"deletion_date,omitzero"`
+	PendingWindowDays int       `json:"pending_window_days,omitempty"`
 }
 
 // Managed reports whether k is a service-managed key.
@@ -98,7 +104,19 @@ type Version struct {
 	CreatedAt time.Time `json:"created_at"`
 	Blob      []byte    `json:"blob"`             // hsmpool key blob, wrapped under the domain key
 	Public    []byte    `json:"public,omitempty"` // DER SubjectPublicKeyInfo of a key pair
+	// RotationType says how the version came to be: "" for a key's first
+	// version, else AUTOMATIC or ON_DEMAND (AWS's names).
+	RotationType string `json:"rotation_type,omitempty"`
+	// GCMReserved counts the AES-GCM encryptions with random IVs that
+	// gateways have reserved for this version (see ReserveEncryptions).
+	GCMReserved uint64 `json:"gcm_reserved,omitempty"`
 }
+
+// Rotation types.
+const (
+	RotationAutomatic = "AUTOMATIC"
+	RotationOnDemand  = "ON_DEMAND"
+)
 
 // Alias names a key.
 type Alias struct {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"strings"
+	"time"
 
 	"github.com/hsmgate/hsmgate/gateway/ciphertext"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
@@ -45,8 +47,28 @@ func formatUUID(b [16]byte) string {
 
 // sealSymmetric encrypts plaintext under k's current version into a
 // ciphertext blob.
+//
+// Every encryption is counted against the version's AES-GCM limit; a
+// version that reaches it is rotated at once and the encryption made with
+// the new version.
 func (s *Service) sealSymmetric(ctx context.Context, k *keystore.Key, plaintext []byte, ec map[string]string) ([]byte, error) {
 	v := k.Current()
+	for try := 0; ; try++ {
+		err := s.takeEncryption(k, v)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errVersionExhausted) || try == 2 {
+			return nil, err
+		}
+		if _, err := s.rotateLocked(ctx, k.ID, v.Number, keystore.RotationAutomatic, "gcm-limit", time.Time{}); err != nil {
+			return nil, err
+		}
+		if k, err = s.Store.Key(k.ID); err != nil {
+			return nil, err
+		}
+		v = k.Current()
+	}
 	noteVersion(ctx, v.Number)
 	pk, err := s.poolKey(k, v)
 	if err != nil {

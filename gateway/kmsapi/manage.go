@@ -103,13 +103,18 @@ func newKeyID() string {
 
 func (s *Service) metadata(k *keystore.Key) KeyMetadata {
 	enc, sig, mac, agree := s.algorithms(k.Spec, k.Usage)
-	return KeyMetadata{
+	m := KeyMetadata{
 		AWSAccountId: s.Account, KeyId: k.ID, Arn: s.keyARN(k.ID), CreationDate: Epoch(k.CreatedAt),
 		Enabled: k.State == keystore.StateEnabled, Description: k.Description, KeyUsage: k.Usage,
 		KeyState: k.State, Origin: k.Origin, KeyManager: keyManager(k), CustomerMasterKeySpec: k.Spec,
 		KeySpec: k.Spec, EncryptionAlgorithms: enc, SigningAlgorithms: sig, MacAlgorithms: mac,
 		KeyAgreementAlgorithms: agree,
 	}
+	if k.State == keystore.StatePendingDeletion {
+		d, w := Epoch(k.DeletionDate), k.PendingWindowDays
+		m.DeletionDate, m.PendingDeletionWindowInDays = &d, &w
+	}
+	return m
 }
 
 func keyManager(k *keystore.Key) string {

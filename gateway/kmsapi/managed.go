@@ -100,41 +100,8 @@ func (s *Service) managedPolicy(service string) string {
 	return string(b)
 }
 
-// Rotation is one automatic rotation RotateDue made or tried.
-type Rotation struct {
-	KeyID   string
-	Version uint32 // the new version; 0 if Err is set
-	Err     error
-}
-
-// RotateDue rotates every key whose automatic rotation is due at now: a
-// new version is generated in the HSM pool and becomes the one Encrypt
-// uses; older versions keep decrypting what they encrypted. A rotation
-// missed while the gateway was down happens once, at the next call, and
-// the next one is scheduled a period after now. Disabled keys and keys
-// pending deletion are not rotated (as AWS does); they rotate once enabled
-// again.
-func (s *Service) RotateDue(ctx context.Context, now time.Time) []Rotation {
-	now = now.UTC()
-	due, _ := s.Store.Keys("", 1<<30, func(k *keystore.Key) bool {
-		return k.RotationPeriodDays > 0 && !k.NextRotation.After(now) && k.State == keystore.StateEnabled
-	})
-	out := make([]Rotation, 0, len(due))
-	for _, k := range due {
-		v, err := s.rotate(ctx, k, now, now.AddDate(0, 0, k.RotationPeriodDays))
-		if err != nil {
-			err = fmt.Errorf("rotate %s: %w", k.ID, err)
-		}
-		out = append(out, Rotation{KeyID: k.ID, Version: v, Err: err})
-	}
-	return out
-}
-
-// rotate adds a version to k. The new material is generated and wrapped in
-// the HSM first; the keystore then records it in one command, so a crash
-// leaves either the old state or the new one, never a version without
-// material.
-func (s *Service) rotate(ctx context.Context, k *keystore.Key, now, next time.Time) (uint32, error) {
+// rotate adds a version to k (see rotateLocked, which callers use).
+func (s *Service) rotate(ctx context.Context, k *keystore.Key, typ string, next time.Time) (uint32, error) {
 	info, ok := specs[k.Spec]
 	if !ok {
 		return 0, fmt.Errorf("key spec %s can't rotate", k.Spec)
@@ -143,12 +110,13 @@ func (s *Service) rotate(ctx context.Context, k *keystore.Key, now, next time.Ti
 	if err != nil {
 		return 0, err
 	}
-	v := keystore.Version{Number: uint32(len(k.Versions)) + 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}
+	now := s.now().UTC()
+	v := keystore.Version{Number: uint32(len(k.Versions)) + 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public, RotationType: typ}
 	if err := s.Store.Apply(&keystore.AddKeyVersion{KeyID: k.ID, Version: v, NextRotation: next}); err != nil {
 		return 0, err
 	}
 	if s.Log != nil {
-		s.Log.Info("rotated key", "key_id", k.ID, "version", v.Number, "next_rotation", next)
+		s.Log.Info("rotated key", "key_id", k.ID, "version", v.Number, "type", typ)
 	}
 	return v.Number, nil
 }

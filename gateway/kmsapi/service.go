@@ -33,10 +33,19 @@ type Service struct {
 	Log     *slog.Logger
 	Now     func() time.Time // nil means time.Now
 
-	keys     sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
-	policies policyCache
-	managed  sync.Mutex // serialises the creation of service-managed keys
-	grantMu  sync.Mutex // serialises CreateGrant's idempotency check and write
+	// GCMLimit and GCMReserve override DefaultGCMLimit and
+	// DefaultGCMReserve (for tests).
+	GCMLimit, GCMReserve uint64
+	// OnRotation, when set, is told of every rotation (scheduled, forced
+	// by the GCM limit, or on demand), for the audit log.
+	OnRotation func(context.Context, RotationEvent)
+
+	keys      sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
+	gcm       sync.Map // keyVersion -> *gcmBudget
+	rotations rotationLocks
+	policies  policyCache
+	managed   sync.Mutex // serialises the creation of service-managed keys
+	grantMu   sync.Mutex // serialises CreateGrant's idempotency check and write
 }
 
 type keyVersion struct {
@@ -81,38 +90,48 @@ func serializationError(err error) *Error {
 var errBadTimestamp = errors.New("bad timestamp")
 
 var operations = map[string]handler{
-	"CreateKey":                       op((*Service).createKey),
-	"DescribeKey":                     op((*Service).describeKey),
-	"ListKeys":                        op((*Service).listKeys),
-	"EnableKey":                       op((*Service).enableKey),
-	"DisableKey":                      op((*Service).disableKey),
-	"UpdateKeyDescription":            op((*Service).updateKeyDescription),
-	"CreateAlias":                     op((*Service).createAlias),
-	"UpdateAlias":                     op((*Service).updateAlias),
-	"DeleteAlias":                     op((*Service).deleteAlias),
-	"ListAliases":                     op((*Service).listAliases),
-	"TagResource":                     op((*Service).tagResource),
-	"UntagResource":                   op((*Service).untagResource),
-	"ListResourceTags":                op((*Service).listResourceTags),
-	"Encrypt":                         op((*Service).encrypt),
-	"Decrypt":                         op((*Service).decrypt),
-	"ReEncrypt":                       op((*Service).reEncrypt),
-	"GenerateDataKey":                 op((*Service).generateDataKey),
-	"GenerateDataKeyWithoutPlaintext": op((*Service).generateDataKeyWithoutPlaintext),
-	"GenerateMac":                     op((*Service).generateMac),
-	"VerifyMac":                       op((*Service).verifyMac),
-	"Sign":                            op((*Service).sign),
-	"Verify":                          op((*Service).verify),
-	"GetPublicKey":                    op((*Service).getPublicKey),
-	"GenerateRandom":                  op((*Service).generateRandom),
-	"GetKeyPolicy":                    op((*Service).getKeyPolicy),
-	"PutKeyPolicy":                    op((*Service).putKeyPolicy),
-	"ListKeyPolicies":                 op((*Service).listKeyPolicies),
-	"CreateGrant":                     op((*Service).createGrant),
-	"ListGrants":                      op((*Service).listGrants),
-	"ListRetirableGrants":             op((*Service).listRetirableGrants),
-	"RetireGrant":                     op((*Service).retireGrant),
-	"RevokeGrant":                     op((*Service).revokeGrant),
+	"CreateKey":                           op((*Service).createKey),
+	"DescribeKey":                         op((*Service).describeKey),
+	"ListKeys":                            op((*Service).listKeys),
+	"EnableKey":                           op((*Service).enableKey),
+	"DisableKey":                          op((*Service).disableKey),
+	"UpdateKeyDescription":                op((*Service).updateKeyDescription),
+	"CreateAlias":                         op((*Service).createAlias),
+	"UpdateAlias":                         op((*Service).updateAlias),
+	"DeleteAlias":                         op((*Service).deleteAlias),
+	"ListAliases":                         op((*Service).listAliases),
+	"TagResource":                         op((*Service).tagResource),
+	"UntagResource":                       op((*Service).untagResource),
+	"ListResourceTags":                    op((*Service).listResourceTags),
+	"Encrypt":                             op((*Service).encrypt),
+	"Decrypt":                             op((*Service).decrypt),
+	"ReEncrypt":                           op((*Service).reEncrypt),
+	"GenerateDataKey":                     op((*Service).generateDataKey),
+	"GenerateDataKeyWithoutPlaintext":     op((*Service).generateDataKeyWithoutPlaintext),
+	"GenerateMac":                         op((*Service).generateMac),
+	"VerifyMac":                           op((*Service).verifyMac),
+	"Sign":                                op((*Service).sign),
+	"Verify":                              op((*Service).verify),
+	"GetPublicKey":                        op((*Service).getPublicKey),
+	"GenerateRandom":                      op((*Service).generateRandom),
+	"GenerateDataKeyPair":                 op((*Service).generateDataKeyPair),
+	"GenerateDataKeyPairWithoutPlaintext": op((*Service).generateDataKeyPairWithoutPlaintext),
+	"DeriveSharedSecret":                  op((*Service).deriveSharedSecret),
+	"EnableKeyRotation":                   op((*Service).enableKeyRotation),
+	"DisableKeyRotation":                  op((*Service).disableKeyRotation),
+	"GetKeyRotationStatus":                op((*Service).getKeyRotationStatus),
+	"RotateKeyOnDemand":                   op((*Service).rotateKeyOnDemand),
+	"ListKeyRotations":                    op((*Service).listKeyRotations),
+	"ScheduleKeyDeletion":                 op((*Service).scheduleKeyDeletion),
+	"CancelKeyDeletion":                   op((*Service).cancelKeyDeletion),
+	"GetKeyPolicy":                        op((*Service).getKeyPolicy),
+	"PutKeyPolicy":                        op((*Service).putKeyPolicy),
+	"ListKeyPolicies":                     op((*Service).listKeyPolicies),
+	"CreateGrant":                         op((*Service).createGrant),
+	"ListGrants":                          op((*Service).listGrants),
+	"ListRetirableGrants":                 op((*Service).listRetirableGrants),
+	"RetireGrant":                         op((*Service).retireGrant),
+	"RevokeGrant":                         op((*Service).revokeGrant),
 }
 
 // Operations lists the operation names served, sorted, for documentation

@@ -50,6 +50,9 @@ type KeyMetadata struct {
 	MacAlgorithms          []string `json:",omitempty"`
 	KeyAgreementAlgorithms []string `json:",omitempty"`
 	MultiRegion            bool
+	// Set while the key is pending deletion.
+	DeletionDate                *Epoch `json:",omitempty"`
+	PendingDeletionWindowInDays *int   `json:",omitempty"`
 }
 
 type createKeyRequest struct {
