@@ -207,7 +207,7 @@ func TestServerSideErrors(t *testing.T) {
 	broken.Versions = []keystore.Version{{Number: 1, Blob: []byte("not a blob")}}
 	pending := *good
 	pending.ID = "0badb10b-0000-4000-8000-000000000001"
-	pending.State = keystore.StatePendingImport
+	pending.State, pending.Versions = keystore.StatePendingImport, nil
 	for _, key := range []keystore.Key{broken, pending} {
 		if err := tg.store.Apply(&keystore.CreateKey{Key: key}); err != nil {
 			t.Fatal(err)

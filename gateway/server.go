@@ -136,7 +136,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	reqID := newRequestID()
-	w.Header().Set("x-amzn-RequestId", reqID)
+	w.Header()["X-Amzn-Requestid"] = []string{reqID} // x-amzn-RequestId, canonical form
 	target := r.Header.Get("X-Amz-Target")
 	op := operationName(target) // admin operations are "HsmGate.<Operation>"
 	var info kmsapi.Info
@@ -167,8 +167,12 @@ func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/x-amz-json-1.1")
-	h.Set("Content-Length", strconv.Itoa(len(resp)))
+	h["Content-Type"] = jsonContentType
+	if len(resp) > 2048 {
+		// Smaller bodies are written in one piece before the handler
+		// returns, and net/http sets their Content-Length itself.
+		h["Content-Length"] = []string{strconv.Itoa(len(resp))}
+	}
 	w.Write(resp)
 	g.metrics.observe(op, "ok", time.Since(start))
 	if g.log.Enabled(r.Context(), slog.LevelDebug) {
@@ -287,6 +291,10 @@ func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *km
 	}
 	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin, Kind: p.Kind, Service: p.Service, Tags: p.Tags, SourceIP: remoteIP(r)}, nil
 }
+
+// jsonContentType is shared by every response's header: net/http only
+// reads header values.
+var jsonContentType = []string{"application/x-amz-json-1.1"}
 
 func writeJSONError(w http.ResponseWriter, e *kmsapi.Error) {
 	h := w.Header()

@@ -16,6 +16,17 @@
 // LRU ([Options.KeyCacheSize]). A slot reset drops the cache: handles are
 // never trusted across resets.
 //
+// # Key import
+//
+// [Pool.ImportKey] brings in a key's owner's material (AWS KMS's
+// GetParametersForImport and ImportKeyMaterial): it is wrapped to the
+// public half of an RSA key pair of [UsageImportWrap], whose private half
+// can only unwrap, unwrapped inside one slot, checked, wrapped under the
+// domain key into an ordinary blob, and destroyed. The material is never
+// in the pool's memory in plaintext; a check value computed in the HSM
+// identifies it. Which [ImportAlgorithm]s a module can do is probed at
+// start ([Capabilities].Import).
+//
 // # Sessions and routing
 //
 // Each slot keeps one persistent logged-in control session (it holds the

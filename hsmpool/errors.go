@@ -25,6 +25,11 @@ var (
 	// ErrInvalidKeyBlob: a wrapped key blob is malformed or does not unwrap
 	// under this pool's domain key.
 	ErrInvalidKeyBlob = errors.New("invalid wrapped key blob")
+	// ErrInvalidImport: key material brought for import does not unwrap
+	// under the wrapping key (wrong wrapping key or algorithm, corrupted),
+	// or is not a key of the requested spec (wrong length, curve or
+	// modulus size). Never retried, and never held against the slot.
+	ErrInvalidImport = errors.New("invalid imported key material")
 	// ErrUnsupported: the module lacks the mechanism (detected at start, or
 	// refused by the module). The pool never falls back to software.
 	ErrUnsupported = errors.New("unsupported by the HSM module")
@@ -87,6 +92,7 @@ const (
 	opVerify
 	opVerifyMAC
 	opUnwrap
+	opImport // C_UnwrapKey of key material from outside (ImportKey)
 )
 
 // classify maps one CK_RV to its class and sentinel. It is the only place in
@@ -95,11 +101,17 @@ func classify(rv uint, op opKind) (Class, error) {
 	switch rv {
 	// Data errors: the request was wrong for the key.
 	case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE:
-		if op == opUnwrap {
+		switch op {
+		case opUnwrap:
 			return ClassData, ErrInvalidKeyBlob
+		case opImport:
+			return ClassData, ErrInvalidImport
 		}
 		return ClassData, ErrInvalidCiphertext
 	case pkcs11.CKR_WRAPPED_KEY_INVALID, pkcs11.CKR_WRAPPED_KEY_LEN_RANGE:
+		if op == opImport {
+			return ClassData, ErrInvalidImport
+		}
 		return ClassData, ErrInvalidKeyBlob
 	case pkcs11.CKR_SIGNATURE_INVALID, pkcs11.CKR_SIGNATURE_LEN_RANGE:
 		if op == opVerifyMAC {
@@ -107,8 +119,11 @@ func classify(rv uint, op opKind) (Class, error) {
 		}
 		return ClassData, ErrInvalidSignature
 	case pkcs11.CKR_DATA_INVALID, pkcs11.CKR_DATA_LEN_RANGE:
-		if op == opDecrypt {
+		switch op {
+		case opDecrypt:
 			return ClassData, ErrInvalidCiphertext
+		case opImport:
+			return ClassData, ErrInvalidImport
 		}
 		return ClassData, ErrInvalidInput
 	case pkcs11.CKR_ARGUMENTS_BAD, pkcs11.CKR_KEY_SIZE_RANGE, pkcs11.CKR_KEY_TYPE_INCONSISTENT,
@@ -116,13 +131,28 @@ func classify(rv uint, op opKind) (Class, error) {
 		pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_TEMPLATE_INCOMPLETE,
 		pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_DOMAIN_PARAMS_INVALID,
 		pkcs11.CKR_BUFFER_TOO_SMALL:
-		if op == opUnwrap {
+		switch op {
+		case opUnwrap:
 			return ClassData, ErrInvalidKeyBlob
+		case opImport:
+			return ClassData, ErrInvalidImport
 		}
 		return ClassData, ErrInvalidInput
+	case pkcs11.CKR_CURVE_NOT_SUPPORTED:
+		if op == opImport {
+			// The material names a curve other than the spec's.
+			return ClassData, ErrInvalidImport
+		}
+		return ClassUnsupported, ErrUnsupported
+	case pkcs11.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, pkcs11.CKR_UNWRAPPING_KEY_SIZE_RANGE:
+		if op == opImport {
+			// The wrapping key does not suit the mechanism on this module.
+			return ClassUnsupported, ErrUnsupported
+		}
+		return ClassDevice, ErrUnavailable
 	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID,
 		pkcs11.CKR_KEY_NOT_WRAPPABLE, pkcs11.CKR_KEY_UNEXTRACTABLE,
-		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_CURVE_NOT_SUPPORTED:
+		pkcs11.CKR_FUNCTION_NOT_SUPPORTED:
 		return ClassUnsupported, ErrUnsupported
 
 	// Session errors: evict the session, retry elsewhere.
@@ -146,6 +176,10 @@ func classify(rv uint, op opKind) (Class, error) {
 			return ClassData, ErrInvalidCiphertext
 		case opUnwrap:
 			return ClassData, ErrInvalidKeyBlob
+		case opImport:
+			// SoftHSM reports an OAEP decoding failure (a wrong wrapping
+			// key, a corrupted ciphertext) and an unparsable PKCS#8 so.
+			return ClassData, ErrInvalidImport
 		}
 		return ClassDevice, ErrUnavailable
 	}

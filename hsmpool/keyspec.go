@@ -139,6 +139,10 @@ const (
 	UsageMAC
 	// UsageDerive: ECDH key agreement.
 	UsageDerive
+	// UsageImportWrap: an RSA key pair whose private half may only unwrap
+	// key material brought for import (ImportKey); its public half is what
+	// AWS's GetParametersForImport hands out.
+	UsageImportWrap
 )
 
 // allowedUsage says which single usage each spec may have.
@@ -149,7 +153,7 @@ func (k KeySpec) allows(u Usage) bool {
 	case k.isHMAC():
 		return u == UsageMAC
 	case k.isRSA():
-		return u == UsageEncrypt || u == UsageSign
+		return u == UsageEncrypt || u == UsageSign || u == UsageImportWrap
 	case k.isEC():
 		return u == UsageSign || u == UsageDerive
 	case k == Ed25519:
@@ -168,6 +172,8 @@ func (u Usage) String() string {
 		return "mac"
 	case UsageDerive:
 		return "derive"
+	case UsageImportWrap:
+		return "import-wrap"
 	}
 	return fmt.Sprintf("Usage(%d)", uint8(u))
 }
@@ -209,6 +215,11 @@ func privateTemplate(spec KeySpec, usage Usage, extractable bool) []*pkcs11.Attr
 			pkcs11.NewAttribute(pkcs11.CKA_SIGN, usage == UsageSign),
 			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, usage == UsageEncrypt),
 			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, usage == UsageDerive))
+		if usage == UsageImportWrap {
+			// Unwrap only: never decrypt, so the key can't serve as an
+			// RSA decryption oracle for what it unwraps.
+			a = append(a, pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true))
+		}
 	}
 	return a
 }

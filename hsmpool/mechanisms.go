@@ -19,6 +19,12 @@ type Mechanisms struct {
 	// unwrappable lists key specs whose generated private keys the module
 	// refused to wrap in a probe (SoftHSM 2.6 can't wrap Ed25519 keys).
 	unwrappable map[KeySpec]bool
+	// imports is what each import algorithm brought in, correctly, in a
+	// probe (see probeImport).
+	imports map[ImportAlgorithm]ImportSupport
+	// module describes the module and token for messages, such as
+	// "SoftHSM v2 2.6 by SoftHSM project (libsofthsm2.so)".
+	module string
 }
 
 // Has reports whether the module lists the mechanism.
@@ -46,6 +52,11 @@ func (m *Mechanisms) Names() []string {
 	if m.oaepSHA256 {
 		out = append(out, "CKM_RSA_PKCS_OAEP(SHA-256)")
 	}
+	for _, a := range importAlgorithms {
+		if sup := m.imports[a]; sup.Secret || sup.Private {
+			out = append(out, "import:"+a.String()+sup.suffix())
+		}
+	}
 	return out
 }
 
@@ -63,6 +74,10 @@ type Capabilities struct {
 	ECDH       bool
 	HMAC       map[KeySpec]bool
 	Wrap       bool // CKM_AES_KEY_WRAP_PAD, without which nothing works
+	AESCMAC    bool // CKM_AES_CMAC: the check value of imported AES keys
+	// Import is what each key import algorithm can bring in, as probed by
+	// unwrapping test material wrapped as an AWS client would wrap it.
+	Import map[ImportAlgorithm]ImportSupport
 }
 
 func (m *Mechanisms) capabilities() Capabilities {
@@ -78,6 +93,11 @@ func (m *Mechanisms) capabilities() Capabilities {
 		EdDSA:      m.Has(ckmEdDSA),
 		ECDH:       m.Has(pkcs11.CKM_ECDH1_DERIVE),
 		Wrap:       m.Has(pkcs11.CKM_AES_KEY_WRAP_PAD),
+		AESCMAC:    m.Has(pkcs11.CKM_AES_CMAC),
+		Import:     map[ImportAlgorithm]ImportSupport{},
+	}
+	for a, sup := range m.imports {
+		c.Import[a] = sup
 	}
 	c.KeyGen[AES256] = m.Has(pkcs11.CKM_AES_KEY_GEN)
 	for _, s := range []KeySpec{HMAC224, HMAC256, HMAC384, HMAC512} {
@@ -116,6 +136,11 @@ func intersect(a, b Capabilities) Capabilities {
 		AESGCM: a.AESGCM && b.AESGCM, OAEPSHA1: a.OAEPSHA1 && b.OAEPSHA1, OAEPSHA256: a.OAEPSHA256 && b.OAEPSHA256,
 		RSAPKCS1: a.RSAPKCS1 && b.RSAPKCS1, RSAPSS: a.RSAPSS && b.RSAPSS, ECDSA: a.ECDSA && b.ECDSA,
 		EdDSA: a.EdDSA && b.EdDSA, ECDH: a.ECDH && b.ECDH, Wrap: a.Wrap && b.Wrap,
+		AESCMAC: a.AESCMAC && b.AESCMAC, Import: map[ImportAlgorithm]ImportSupport{},
+	}
+	for k, v := range a.Import {
+		w := b.Import[k]
+		c.Import[k] = ImportSupport{Secret: v.Secret && w.Secret, Private: v.Private && w.Private}
 	}
 	for k, v := range a.KeyGen {
 		c.KeyGen[k] = v && b.KeyGen[k]
@@ -151,6 +176,11 @@ func (c Capabilities) Supports(spec KeySpec, usage Usage) error {
 		ok, need = c.ECDH, "CKM_ECDH1_DERIVE"
 	case spec == Ed25519:
 		ok, need = c.EdDSA, "CKM_EDDSA"
+	case spec.isRSA() && usage == UsageImportWrap:
+		for _, sup := range c.Import {
+			ok = ok || sup.Secret || sup.Private
+		}
+		need = "an RSA unwrap mechanism that passed the import probe (CKM_RSA_PKCS_OAEP or CKM_RSA_AES_KEY_WRAP)"
 	}
 	if !ok {
 		return fmt.Errorf("module lacks %s for %s %s keys", need, spec, usage)
@@ -181,7 +211,8 @@ var mechanismNames = map[uint]string{
 	pkcs11.CKM_RSA_PKCS_PSS: "CKM_RSA_PKCS_PSS", pkcs11.CKM_RSA_PKCS_OAEP: "CKM_RSA_PKCS_OAEP",
 	pkcs11.CKM_EC_KEY_PAIR_GEN: "CKM_EC_KEY_PAIR_GEN", pkcs11.CKM_ECDSA: "CKM_ECDSA",
 	pkcs11.CKM_ECDH1_DERIVE: "CKM_ECDH1_DERIVE", ckmECEdwardsKeyPairGen: "CKM_EC_EDWARDS_KEY_PAIR_GEN",
-	ckmEdDSA: "CKM_EDDSA",
+	ckmEdDSA: "CKM_EDDSA", pkcs11.CKM_RSA_AES_KEY_WRAP: "CKM_RSA_AES_KEY_WRAP",
+	pkcs11.CKM_AES_CMAC: "CKM_AES_CMAC",
 }
 
 // detectMechanisms reads the slot's mechanism list and probes what the list
@@ -213,6 +244,10 @@ func detectMechanisms(ck Cryptoki, slotID uint, h pkcs11.SessionHandle) (*Mechan
 	if m.Has(pkcs11.CKM_RSA_PKCS_OAEP) {
 		m.oaepSHA1 = probeOAEP(ck, h, pkcs11.CKM_SHA_1)
 		m.oaepSHA256 = probeOAEP(ck, h, pkcs11.CKM_SHA256)
+	}
+	m.imports = probeImport(ck, h, m)
+	if info, err := ck.GetTokenInfo(slotID); err == nil {
+		m.module = fmt.Sprintf("%s %d.%d by %s", info.Model, info.FirmwareVersion.Major, info.FirmwareVersion.Minor, info.ManufacturerID)
 	}
 	return m, nil
 }

@@ -140,6 +140,14 @@ func (p *Pool) GenerateKey(ctx context.Context, spec KeySpec, usage Usage) (*Gen
 // does. Each attempt keeps its own result, so that a call abandoned on a
 // timeout can never write into the answer of the attempt that replaced it.
 func useKey[T any](p *Pool, ctx context.Context, k *Key, public bool, op opKind, what string, fn func(ck Cryptoki, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) (T, error)) (T, error) {
+	return useKeyOn(p, ctx, k, public, op, what, func(_ *slot, ck Cryptoki, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) (T, error) {
+		return fn(ck, h, obj)
+	})
+}
+
+// useKeyOn is useKey for a fn that needs the slot it runs on (its domain
+// key, its name).
+func useKeyOn[T any](p *Pool, ctx context.Context, k *Key, public bool, op opKind, what string, fn func(s *slot, ck Cryptoki, h pkcs11.SessionHandle, obj pkcs11.ObjectHandle) (T, error)) (T, error) {
 	var out T
 	if want := p.kcv.Load(); want == nil || *want != k.blob.KCV {
 		return out, &Error{Op: what, Key: k.ID, Err: fmt.Errorf("%w: wrapped under domain key %s, not this pool's", ErrInvalidKeyBlob, k.blob.KCV)}
@@ -151,7 +159,7 @@ func useKey[T any](p *Pool, ctx context.Context, k *Key, public bool, op opKind,
 		}
 		var r T
 		perr = s.run(deadline, op, what, func(h pkcs11.SessionHandle) (err error) {
-			r, err = fn(s.mod.ck, h, e.obj)
+			r, err = fn(s, s.mod.ck, h, e.obj)
 			return err
 		})
 		s.cache.release(e)

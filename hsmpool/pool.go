@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,6 +183,7 @@ func (s *slot) detect(deadline time.Time) {
 		if err != nil {
 			return err
 		}
+		m.module = strings.TrimSpace(m.module + " (" + filepath.Base(s.mod.path) + ")")
 		s.mechs = m
 		return nil
 	})
@@ -259,7 +262,7 @@ func (p *Pool) recomputeCaps() {
 		}
 	}
 	if c == nil {
-		c = &Capabilities{KeyGen: map[KeySpec]bool{}, HMAC: map[KeySpec]bool{}}
+		c = &Capabilities{KeyGen: map[KeySpec]bool{}, HMAC: map[KeySpec]bool{}, Import: map[ImportAlgorithm]ImportSupport{}}
 	}
 	p.caps = *c
 }

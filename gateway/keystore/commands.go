@@ -56,6 +56,9 @@ var commands = map[string]func() Command{
 	"ScheduleDeletion": func() Command { return &ScheduleDeletion{} },
 	"CancelDeletion":   func() Command { return &CancelDeletion{} },
 	"DeleteKey":        func() Command { return &DeleteKey{} },
+	"SetImportParams":  func() Command { return &SetImportParams{} },
+	"ImportMaterial":   func() Command { return &ImportMaterial{} },
+	"DeleteMaterial":   func() Command { return &DeleteMaterial{} },
 }
 
 // Decode parses bytes made by Encode.
@@ -224,8 +227,8 @@ type CreateKey struct{ Key Key }
 
 func (c *CreateKey) op() string { return "CreateKey" }
 func (c *CreateKey) apply(t *txn) error {
-	if c.Key.ID == "" || len(c.Key.Versions) == 0 {
-		return fmt.Errorf("%w: a key needs an id and a first version", ErrInvalid)
+	if c.Key.ID == "" || (len(c.Key.Versions) == 0) != (c.Key.State == StatePendingImport) {
+		return fmt.Errorf("%w: a key needs an id and a first version, unless it is pending import", ErrInvalid)
 	}
 	if _, err := t.key(c.Key.ID); err == nil {
 		return fmt.Errorf("key %s: %w", c.Key.ID, ErrAlreadyExists)
@@ -699,5 +702,95 @@ func (c *DeleteKey) apply(t *txn) error {
 		t.grants[g.ID] = nil
 	}
 	t.s.mu.RUnlock()
+	return nil
+}
+
+// SetImportParams records new import parameters for a key of origin
+// EXTERNAL, replacing earlier ones.
+type SetImportParams struct {
+	KeyID          string
+	TokenID        string
+	WrappingBlob   []byte
+	WrappingPublic []byte
+	Algorithm      string
+	ValidTo        time.Time
+}
+
+func (c *SetImportParams) op() string { return "SetImportParams" }
+func (c *SetImportParams) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.Origin != "EXTERNAL" {
+		return fmt.Errorf("%w: key %s does not take imported material", ErrInvalid, k.ID)
+	}
+	imp := Import{}
+	if k.Import != nil {
+		imp = *k.Import
+	}
+	imp.TokenID, imp.WrappingBlob, imp.WrappingPublic, imp.Algorithm, imp.ParamsValidTo = c.TokenID, c.WrappingBlob, c.WrappingPublic, c.Algorithm, c.ValidTo
+	k.Import = &imp
+	t.keys[k.ID] = k
+	return nil
+}
+
+// ImportMaterial installs imported material (already wrapped under the
+// domain key) as the key's version 1 and enables a key pending import.
+// The import parameters are used up. Material with a KCV other than the
+// first import's is refused.
+type ImportMaterial struct {
+	KeyID   string
+	Version Version
+	KCV     []byte
+	ValidTo time.Time
+}
+
+func (c *ImportMaterial) op() string { return "ImportMaterial" }
+func (c *ImportMaterial) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.Import == nil || len(c.Version.Blob) == 0 || len(c.KCV) == 0 || c.Version.Number != 1 {
+		return fmt.Errorf("%w: key %s: import without parameters or material", ErrInvalid, k.ID)
+	}
+	imp := *k.Import
+	if imp.KCV != nil && string(imp.KCV) != string(c.KCV) {
+		return fmt.Errorf("%w: key %s: the material differs from the key's first import", ErrMismatch, k.ID)
+	}
+	imp.KCV, imp.ValidTo = c.KCV, c.ValidTo
+	imp.TokenID, imp.WrappingBlob, imp.WrappingPublic, imp.Algorithm, imp.ParamsValidTo = "", nil, nil, "", time.Time{}
+	k.Import = &imp
+	k.Versions = []Version{c.Version}
+	if k.State == StatePendingImport {
+		k.State = StateEnabled
+	}
+	t.keys[k.ID] = k
+	return nil
+}
+
+// DeleteMaterial removes a key's imported material (DeleteImportedKeyMaterial,
+// or expiry): the key is PendingImport until the same material is imported
+// again.
+type DeleteMaterial struct{ KeyID string }
+
+func (c *DeleteMaterial) op() string { return "DeleteMaterial" }
+func (c *DeleteMaterial) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.Import == nil || len(k.Versions) == 0 {
+		return fmt.Errorf("%w: key %s has no imported material", ErrInvalid, k.ID)
+	}
+	imp := *k.Import
+	imp.ValidTo = time.Time{}
+	k.Import = &imp
+	k.Versions = nil
+	if k.State != StatePendingDeletion {
+		k.State = StatePendingImport
+	}
+	t.keys[k.ID] = k
 	return nil
 }

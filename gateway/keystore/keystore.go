@@ -35,6 +35,7 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	ErrInvalid       = errors.New("invalid")
 	ErrLimit         = errors.New("limit exceeded")
+	ErrMismatch      = errors.New("does not match")
 )
 
 // Key states, as AWS KMS names them.
@@ -76,6 +77,28 @@ type Key struct {
 	// PendingWindowDays the window it was scheduled with.
 	DeletionDate      time.Time `json:"deletion_date,omitzero"`
 	PendingWindowDays int       `json:"pending_window_days,omitempty"`
+	// Import is the state of a key with imported material (origin
+	// EXTERNAL); nil for other keys.
+	Import *Import `json:"import,omitempty"`
+}
+
+// Import is what the keystore keeps about a key's imported material. The
+// material itself is Versions[0]'s blob, wrapped under the domain key like
+// any other; a key whose material is deleted or expired has no versions.
+type Import struct {
+	// The current import parameters (GetParametersForImport): the
+	// wrapping key pair (its private half wrapped under the domain key),
+	// the algorithm it is for, and the token that names them.
+	TokenID        string    `json:"token_id,omitempty"`
+	WrappingBlob   []byte    `json:"wrapping_blob,omitempty"`
+	WrappingPublic []byte    `json:"wrapping_public,omitempty"`
+	Algorithm      string    `json:"algorithm,omitempty"`
+	ParamsValidTo  time.Time `json:"params_valid_to,omitzero"`
+	// KCV identifies the first material imported; later imports must
+	// bring the same (AWS's rule), so old ciphertexts stay decryptable.
+	KCV []byte `json:"kcv,omitempty"`
+	// ValidTo is when the material expires (zero: it doesn't).
+	ValidTo time.Time `json:"valid_to,omitzero"`
 }
 
 // Managed reports whether k is a service-managed key.
@@ -87,7 +110,8 @@ const (
 	KeyManagerAWS      = "AWS"
 )
 
-// Current returns the newest version.
+// Current returns the newest version. Every key has one except a key
+// pending import (state PendingImport), which callers refuse first.
 func (k *Key) Current() *Version { return &k.Versions[len(k.Versions)-1] }
 
 // Version returns version n, or nil.

@@ -26,6 +26,8 @@ type Caller struct {
 	Service  string
 	Tags     map[string]string
 	SourceIP string // the client's address, for aws:SourceIp
+
+	arn string // the caller's ARN, once computed
 }
 
 // request is the per-request state the operations share through the
@@ -39,7 +41,14 @@ type request struct {
 	grantTokens []string
 	// Algorithms the request names, for kms:SigningAlgorithm and friends.
 	signingAlgorithm, messageType, macAlgorithm, encryptionAlgorithm string
-	cond                                                             map[string][]string // further condition keys set by the operation, lower case
+	// Further condition keys set by the operation, lower case.
+	cond map[string][]string
+
+	// Reused by every authorization of the request, so that deciding
+	// allocates nothing.
+	principals [1]string
+	pr         policy.Request
+	cc         condContext
 }
 
 type requestKey struct{}
@@ -66,6 +75,9 @@ func setCond(ctx context.Context, key string, vals ...string) {
 
 // callerARN is the ARN a principal has in key policies and grants.
 func (s *Service) callerARN(c *Caller) string {
+	if c.arn != "" {
+		return c.arn
+	}
 	kind := c.Kind
 	if kind == "" {
 		kind = keystore.KindUser
@@ -123,22 +135,41 @@ func (s *Service) defaultPolicy(owner string) string {
 	return policy.DefaultKeyPolicy(s.Account, ownerARN)
 }
 
-// decide evaluates k's policy for c doing action, with the request's
-// condition keys.
-func (s *Service) decide(ctx context.Context, c *Caller, action string, k *keystore.Key) (policy.Decision, error) {
+// decide evaluates k's policy for the request's caller doing action, with
+// the request's condition keys.
+func (s *Service) decide(ctx context.Context, action string, k *keystore.Key) (policy.Decision, error) {
 	p, err := s.keyPolicy(k)
 	if err != nil {
 		return policy.NotApplicable, err
 	}
 	rq := reqOf(ctx)
-	return p.Evaluate(&policy.Request{
-		Principals: []string{s.callerARN(c)},
+	c := rq.caller
+	if c == nil {
+		return policy.NotApplicable, nil
+	}
+	rq.principals[0] = s.callerARN(c)
+	rq.cc = condContext{s: s, c: c, k: k, rq: rq, now: s.now()}
+	rq.pr = policy.Request{
+		Principals: rq.principals[:],
 		Admin:      c.Admin,
 		Account:    s.Account,
-		Action:     "kms:" + action,
+		Action:     kmsAction(action),
 		Resource:   s.keyARN(k.ID),
-		Context:    &condContext{s: s, c: c, k: k, rq: rq, now: s.now()},
-	}), nil
+		Context:    &rq.cc,
+	}
+	return p.Evaluate(&rq.pr), nil
+}
+
+// kmsActions caches the policy action names ("kms:" + operation).
+var kmsActions sync.Map
+
+func kmsAction(a string) string {
+	if v, ok := kmsActions.Load(a); ok {
+		return v.(string)
+	}
+	v := "kms:" + a
+	kmsActions.Store(a, v)
+	return v
 }
 
 // authorize checks that c may run action on k: the key policy must allow
@@ -150,7 +181,7 @@ func (s *Service) authorize(ctx context.Context, c Caller, action string, k *key
 	if err := s.checkGrantTokens(rq.grantTokens); err != nil {
 		return err
 	}
-	d, err := s.decide(ctx, &c, action, k)
+	d, err := s.decide(ctx, action, k)
 	if err != nil {
 		// A stored policy always parsed when it was put.
 		return Errorf(ExInternal, "The key policy of %s could not be read.", s.keyARN(k.ID))

@@ -221,7 +221,7 @@ func (s *Service) authorizeCreateGrant(ctx context.Context, c Caller, k *keystor
 	if err := s.checkGrantTokens(rq.grantTokens); err != nil {
 		return err
 	}
-	d, err := s.decide(ctx, &c, "CreateGrant", k)
+	d, err := s.decide(ctx, "CreateGrant", k)
 	if err != nil {
 		return Errorf(ExInternal, "The key policy of %s could not be read.", s.keyARN(k.ID))
 	}
@@ -439,7 +439,7 @@ func (s *Service) retireGrant(ctx context.Context, c Caller, req *retireGrantReq
 	allowed := g.RetiringPrincipal == arn || (g.GranteePrincipal == arn && contains(g.Operations, "RetireGrant")) ||
 		(c.Admin && g.RetiringPrincipal == "arn:aws:iam::"+s.Account+":root")
 	if !allowed {
-		if d, err := s.decide(ctx, &c, "RetireGrant", k); err != nil || d != policy.Allow {
+		if d, err := s.decide(ctx, "RetireGrant", k); err != nil || d != policy.Allow {
 			return nil, s.denied(&c, "RetireGrant", k)
 		}
 	}

@@ -169,7 +169,7 @@ func (s *Service) listKeys(ctx context.Context, c Caller, req *listRequest) (*li
 func (s *Service) visible(ctx context.Context, c Caller) func(*keystore.Key) bool {
 	arn := s.callerARN(&c)
 	return func(k *keystore.Key) bool {
-		if d, err := s.decide(ctx, &c, "DescribeKey", k); err == nil && d == policy.Allow {
+		if d, err := s.decide(ctx, "DescribeKey", k); err == nil && d == policy.Allow {
 			return true
 		}
 		for _, g := range s.Store.GrantsOf(k.ID) {

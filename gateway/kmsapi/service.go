@@ -43,6 +43,7 @@ type Service struct {
 	keys      sync.Map // keyVersion -> *hsmpool.Key, parsed blobs
 	gcm       sync.Map // keyVersion -> *gcmBudget
 	rotations rotationLocks
+	arns      sync.Map // key id -> key ARN
 	policies  policyCache
 	managed   sync.Mutex // serialises the creation of service-managed keys
 	grantMu   sync.Mutex // serialises CreateGrant's idempotency check and write
@@ -197,6 +198,7 @@ func noteContext(ctx context.Context, ec map[string]string) {
 // and returns the JSON response, or an error in the protocol's shape. When
 // info is not nil the operation fills it in for the audit log.
 func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte, info *Info) ([]byte, *Error) {
+	c.arn = s.callerARN(&c)
 	ctx = context.WithValue(ctx, requestKey{}, &request{info: info, caller: &c})
 	name, ok := strings.CutPrefix(target, TargetPrefix)
 	h := operations[name]
@@ -228,9 +230,17 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-// keyARN and friends build the ARNs AWS clients expect.
+// keyARN and friends build the ARNs AWS clients expect. Key ARNs are
+// asked for several times per request, so they are kept.
 func (s *Service) keyARN(id string) string {
-	return "arn:aws:kms:" + s.Region + ":" + s.Account + ":key/" + id
+	if a, ok := s.arns.Load(id); ok {
+		return a.(string)
+	}
+	a := "arn:aws:kms:" + s.Region + ":" + s.Account + ":key/" + id
+	if len(id) == 36 { // a key id, not arbitrary input
+		s.arns.Store(id, a)
+	}
+	return a
 }
 
 func (s *Service) aliasARN(name string) string {
