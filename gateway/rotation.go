@@ -9,8 +9,8 @@ import (
 )
 
 // ScheduleCheckEvery is how often a serving gateway looks for keys whose
-// automatic rotation is due and for keys whose pending-deletion window has
-// ended. Rotation periods and deletion windows are whole days, so an
+// automatic rotation is due, keys whose pending-deletion window has ended
+// and imported material that has expired. Rotation periods and deletion windows are whole days, so an
 // hour's delay at most is immaterial; the check also runs when serving
 // starts, so what fell due while the gateway was down happens then, once.
 const ScheduleCheckEvery = time.Hour
@@ -31,6 +31,17 @@ func (g *Gateway) DeleteDue(ctx context.Context, now time.Time) []kmsapi.Deletio
 	evs := g.service.DeleteDue(ctx, now)
 	for _, ev := range evs {
 		g.auditEvent(ctx, "DeleteKey", ev.KeyID, 0, ev.Err)
+	}
+	return evs
+}
+
+// ExpireDue deletes imported key material whose ValidTo has passed at
+// now, writing an audit record (operation "DeleteImportedKeyMaterial") for
+// each key.
+func (g *Gateway) ExpireDue(ctx context.Context, now time.Time) []kmsapi.DeletionEvent {
+	evs := g.service.ExpireDue(ctx, now)
+	for _, ev := range evs {
+		g.auditEvent(ctx, "DeleteImportedKeyMaterial", ev.KeyID, 0, ev.Err)
 	}
 	return evs
 }
@@ -61,7 +72,7 @@ func (g *Gateway) auditEvent(ctx context.Context, op, keyID string, version uint
 	}
 }
 
-// scheduleLoop runs RotateDue and DeleteDue at start and every
+// scheduleLoop runs RotateDue, DeleteDue and ExpireDue at start and every
 // ScheduleCheckEvery until ctx ends.
 func (g *Gateway) scheduleLoop(ctx context.Context) {
 	t := time.NewTicker(ScheduleCheckEvery)
@@ -70,6 +81,7 @@ func (g *Gateway) scheduleLoop(ctx context.Context) {
 		now := g.now()
 		g.RotateDue(ctx, now)
 		g.DeleteDue(ctx, now)
+		g.ExpireDue(ctx, now)
 		select {
 		case <-ctx.Done():
 			return

@@ -853,3 +853,14 @@ func probeImportPrivate(ck Cryptoki, h pkcs11.SessionHandle, m *Mechanisms, uk p
 	}
 	return ecdsa.Verify(&mat.ec.PublicKey, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
 }
+
+// SupportsImport is Capabilities().SupportsImport with, when the answer is
+// no, an error wrapping ErrUnsupported that names each module and what it
+// lacks, for the operator.
+func (p *Pool) SupportsImport(alg ImportAlgorithm, spec KeySpec) error {
+	err := p.caps.SupportsImport(alg, spec)
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrUnsupported, p.importLack(alg, spec, err))
+}

@@ -61,6 +61,10 @@ func (s *Service) sealSymmetric(ctx context.Context, k *keystore.Key, plaintext 
 		if !errors.Is(err, errVersionExhausted) || try == 2 {
 			return nil, err
 		}
+		if k.Origin != "AWS_KMS" {
+			// Imported material can't be rotated by the gateway.
+			return nil, Errorf(ExLimitExceeded, "%s: %v; import new material into a new key.", s.keyARN(k.ID), errExternalExhausted)
+		}
 		if _, err := s.rotateLocked(ctx, k.ID, v.Number, keystore.RotationAutomatic, "gcm-limit", time.Time{}); err != nil {
 			return nil, err
 		}

@@ -53,6 +53,9 @@ const (
 	ExInvalidGrantID     = "InvalidGrantIdException"
 	ExInvalidArn         = "InvalidArnException"
 	ExLimitExceeded      = "LimitExceededException"
+	ExIncorrectMaterial  = "IncorrectKeyMaterialException"
+	ExExpiredImportToken = "ExpiredImportTokenException"
+	ExInvalidImportToken = "InvalidImportTokenException"
 )
 
 // status is the HTTP status of each exception type: 400 unless listed.
@@ -79,6 +82,8 @@ func toAPI(err error) *Error {
 		return apiErr
 	}
 	switch {
+	case errors.Is(err, hsmpool.ErrInvalidImport):
+		return Errorf(ExInvalidCiphertext, "The encrypted key material could not be unwrapped with the import parameters, or is not key material of the key's spec: %s", inputDetail(err))
 	case errors.Is(err, hsmpool.ErrInvalidCiphertext), errors.Is(err, ciphertext.ErrInvalid):
 		return Errorf(ExInvalidCiphertext, "The ciphertext is invalid, or was encrypted under another key or encryption context.")
 	case errors.Is(err, hsmpool.ErrInvalidSignature):
@@ -102,6 +107,8 @@ func toAPI(err error) *Error {
 		return Errorf(ExAlreadyExists, "%s", inputDetail(err))
 	case errors.Is(err, keystore.ErrInvalid):
 		return Errorf(ExValidation, "%s", inputDetail(err))
+	case errors.Is(err, keystore.ErrMismatch):
+		return Errorf(ExIncorrectMaterial, "The key material is not the material first imported into this key.")
 	case errors.Is(err, keystore.ErrLimit):
 		return Errorf(ExLimitExceeded, "%s", inputDetail(err))
 	}

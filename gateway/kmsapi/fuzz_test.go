@@ -62,6 +62,7 @@ var knownTypes = map[string]bool{
 	ExAccessDenied: true, ExThrottling: true, ExUnsupported: true, ExAlreadyExists: true, ExInvalidAliasName: true,
 	ExTag: true, ExInternal: true, ExDependencyTimeout: true, ExUnknownOperation: true, ExDryRun: true,
 	ExMalformedPolicy: true, ExInvalidGrantToken: true, ExInvalidGrantID: true, ExInvalidArn: true, ExLimitExceeded: true,
+	ExIncorrectMaterial: true, ExExpiredImportToken: true, ExInvalidImportToken: true,
 }
 
 // FuzzDo feeds every operation arbitrary bodies: the answer is a JSON
@@ -93,6 +94,9 @@ func FuzzDo(f *testing.F) {
 		`{"GrantToken":"hsmgate-grant-v1.` + strings.Repeat("0", 64) + `.` + strings.Repeat("1", 32) + `"}`,
 		`{"KeyId":"` + ids["sym"] + `","Plaintext":"aGVsbG8=","GrantTokens":["x"]}`,
 		`{"RetiringPrincipal":"arn:aws:iam::111122223333:user/admin","Limit":1}`,
+		`{"KeyId":"` + ids["sym"] + `","ImportToken":"SEdJVAE=","EncryptedKeyMaterial":"AAAA","ExpirationModel":"KEY_MATERIAL_EXPIRES","ValidTo":1e12}`,
+		`{"KeyId":"` + ids["sym"] + `","RotationPeriodInDays":91,"PendingWindowInDays":7}`,
+		`{"KeyId":"` + ids["ecc"] + `","KeyAgreementAlgorithm":"ECDH","PublicKey":"MAA="}`,
 	}
 	for i := range ops {
 		for _, seed := range seeds {
@@ -102,7 +106,7 @@ func FuzzDo(f *testing.F) {
 	f.Fuzz(func(t *testing.T, opIndex uint8, body []byte) {
 		op := ops[int(opIndex)%len(ops)]
 		switch op {
-		case "CreateKey", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "RotateKeyOnDemand":
+		case "CreateKey", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "RotateKeyOnDemand", "GetParametersForImport":
 			// Generating keys (RSA-4096 takes seconds) would make the
 			// fuzzer crawl; CreateKey's validation is exercised by the
 			// seeds and by the gateway's end-to-end tests. The same for

@@ -35,8 +35,8 @@ func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest
 		usage = UsageEncryptDecrypt
 	}
 	switch {
-	case req.Origin != "" && req.Origin != "AWS_KMS":
-		return nil, Errorf(ExUnsupported, "Origin %s is not supported; hsmgate generates every key in its HSMs (AWS_KMS).", truncate(req.Origin, 32))
+	case req.Origin != "" && req.Origin != "AWS_KMS" && req.Origin != originExternal:
+		return nil, Errorf(ExUnsupported, "Origin %s is not supported: keys are generated in the HSMs (AWS_KMS) or imported (EXTERNAL).", truncate(req.Origin, 32))
 	case req.MultiRegion:
 		return nil, Errorf(ExUnsupported, "Multi-Region keys are not supported.")
 	case req.CustomKeyStoreId != "" || req.XksKeyId != "":
@@ -61,11 +61,19 @@ func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest
 	if err := s.Pool.Capabilities().Supports(info.pool, poolUsage[usage]); err != nil {
 		return nil, Errorf(ExUnsupported, "KeySpec %s with KeyUsage %s is not supported by this gateway's HSMs: %v.", spec, usage, err)
 	}
+	if req.Origin == originExternal {
+		if err := s.importable(info.pool); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now().UTC()
 	k := keystore.Key{
 		ID: newKeyID(), CreatedAt: now, Description: req.Description, State: keystore.StateEnabled,
 		Spec: spec, Usage: usage, Origin: "AWS_KMS", Owner: c.Principal, Tags: tags,
 		KeyManager: keystore.KeyManagerCustomer,
+	}
+	if req.Origin == originExternal {
+		k.Origin, k.State, k.Import = originExternal, keystore.StatePendingImport, &keystore.Import{}
 	}
 	if req.Policy != nil {
 		if err := s.checkNewPolicy(ctx, c, &k, *req.Policy, req.BypassPolicyLockoutSafetyCheck); err != nil {
@@ -75,11 +83,13 @@ func (s *Service) createKey(ctx context.Context, c Caller, req *createKeyRequest
 	} else {
 		k.Policy = s.defaultPolicy(c.Principal)
 	}
-	gen, err := s.Pool.GenerateKey(ctx, info.pool, poolUsage[usage])
-	if err != nil {
-		return nil, err
+	if k.Origin != originExternal {
+		gen, err := s.Pool.GenerateKey(ctx, info.pool, poolUsage[usage])
+		if err != nil {
+			return nil, err
+		}
+		k.Versions = []keystore.Version{{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}}
 	}
-	k.Versions = []keystore.Version{{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}}
 	if err := s.Store.Apply(&keystore.CreateKey{Key: k}); err != nil {
 		return nil, err
 	}
@@ -113,6 +123,13 @@ func (s *Service) metadata(k *keystore.Key) KeyMetadata {
 	if k.State == keystore.StatePendingDeletion {
 		d, w := Epoch(k.DeletionDate), k.PendingWindowDays
 		m.DeletionDate, m.PendingDeletionWindowInDays = &d, &w
+	}
+	if k.Import != nil && len(k.Versions) > 0 {
+		m.ExpirationModel = expiresNever
+		if !k.Import.ValidTo.IsZero() {
+			v := Epoch(k.Import.ValidTo)
+			m.ExpirationModel, m.ValidTo = expires, &v
+		}
 	}
 	return m
 }

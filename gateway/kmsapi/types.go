@@ -53,6 +53,9 @@ type KeyMetadata struct {
 	// Set while the key is pending deletion.
 	DeletionDate                *Epoch `json:",omitempty"`
 	PendingDeletionWindowInDays *int   `json:",omitempty"`
+	// Set for keys with imported material.
+	ExpirationModel string `json:",omitempty"`
+	ValidTo         *Epoch `json:",omitempty"`
 }
 
 type createKeyRequest struct {
