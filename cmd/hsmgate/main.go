@@ -8,6 +8,8 @@
 //	hsmgate principal …        principals, their access keys and certificates
 //	                           (gateway stopped or running)
 //	hsmgate pool check         show every slot and run a round trip on each
+//	hsmgate apply FILE         make the running gateway's keys match a TOML
+//	                           file (keys as code; --plan shows the changes)
 //
 // Everything lives in the data folder (--data, default ./data); see
 // docs/configuration.md.
@@ -234,6 +236,23 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 							return runRevokeAccessKey(newPrincipalCmd(c, "principal revoke"), akid)
 						},
 					},
+				},
+			},
+			{
+				Name: "apply",
+				Usage: "make the running gateway's keys match a TOML file: keys, aliases, descriptions, tags, key policies, rotation, " +
+					"state and scheduled deletion (keys as code; see docs/operations.md)",
+				ArgsUsage: "FILE",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "plan", Usage: "print what would change, and change nothing"},
+					gatewayListenFlag(),
+				},
+				Action: func(c *cli.Context) error {
+					file, err := oneArg(c, "FILE")
+					if err != nil {
+						return err
+					}
+					return runApply(newPrincipalCmd(c, "apply"), file, c.Bool("plan"))
 				},
 			},
 			{

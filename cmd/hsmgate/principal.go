@@ -163,37 +163,11 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 // remote runs f with calls to the running gateway's admin API, over
 // mutual TLS as the admin.
 func (pc *principalCmd) remote(opts config.GatewayOptions, f func(call adminCall) error) error {
-	listen := opts.Listen
-	if pc.listen != "" {
-		if err := config.CheckListen(pc.listen); err != nil {
-			return fmt.Errorf("%s: --listen %w", pc.name, err)
-		}
-		listen = pc.listen
-	}
-	host, port, _ := net.SplitHostPort(listen)
-	if port == "0" {
-		return fmt.Errorf("%s: the gateway is running (its keystore is locked) and listens on %s, a port the system chose at its start: pass the address `hsmgate serve` printed with --listen", pc.name, listen)
-	}
-	endpoint := endpointURL(host, port, opts.Hosts)
-	caPath := filepath.Join(pc.dataDir, gateway.CACertFile)
-	certPath := filepath.Join(pc.dataDir, gateway.AdminDir, "client.pem")
-	keyPath := filepath.Join(pc.dataDir, gateway.AdminDir, "client.key")
-	cas, err := readCerts(caPath)
+	endpoint, client, err := pc.adminHTTPClient(opts, "Stop the gateway to run the command on the keystore directly")
 	if err != nil {
-		return fmt.Errorf("%s: the gateway is running, and calling it needs the CA certificate %s: %w", pc.name, caPath, err)
+		return err
 	}
-	roots := x509.NewCertPool()
-	for _, c := range cas {
-		roots.AddCert(c)
-	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		return fmt.Errorf("%s: the gateway is running, and calling its admin API needs the admin's client certificate and key (%s, %s): %w. "+
-			"Stop the gateway to run the command on the keystore directly", pc.name, certPath, keyPath, err)
-	}
-	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
-	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
 	pc.log.Debug("the gateway holds the keystore: calling its admin API", "endpoint", endpoint)
 	return f(func(op string, in, out any) error {
 		body, err := json.Marshal(in)
@@ -233,6 +207,44 @@ func (pc *principalCmd) remote(opts config.GatewayOptions, f func(call adminCall
 		}
 		return nil
 	})
+}
+
+// adminHTTPClient returns the running gateway's endpoint (gateway.listen,
+// or --listen) and an HTTP client that trusts only the data folder's CA
+// and presents the admin's client certificate (mutual TLS as the admin);
+// noCert ends the error when that certificate can't be read. Close its
+// idle connections when done.
+func (pc *principalCmd) adminHTTPClient(opts config.GatewayOptions, noCert string) (endpoint string, client *http.Client, err error) {
+	listen := opts.Listen
+	if pc.listen != "" {
+		if err := config.CheckListen(pc.listen); err != nil {
+			return "", nil, fmt.Errorf("%s: --listen %w", pc.name, err)
+		}
+		listen = pc.listen
+	}
+	host, port, _ := net.SplitHostPort(listen)
+	if port == "0" {
+		return "", nil, fmt.Errorf("%s: the gateway listens on %s, a port the system chose at its start: pass the address `hsmgate serve` printed with --listen", pc.name, listen)
+	}
+	endpoint = endpointURL(host, port, opts.Hosts)
+	caPath := filepath.Join(pc.dataDir, gateway.CACertFile)
+	certPath := filepath.Join(pc.dataDir, gateway.AdminDir, "client.pem")
+	keyPath := filepath.Join(pc.dataDir, gateway.AdminDir, "client.key")
+	cas, err := readCerts(caPath)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: the gateway is running, and calling it needs the CA certificate %s: %w", pc.name, caPath, err)
+	}
+	roots := x509.NewCertPool()
+	for _, c := range cas {
+		roots.AddCert(c)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: the gateway is running, and calling it as the admin needs the admin's client certificate and key (%s, %s): %w. %s",
+			pc.name, certPath, keyPath, err, noCert)
+	}
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	return endpoint, &http.Client{Transport: transport, Timeout: time.Minute}, nil
 }
 
 // fail turns an error of an admin call into the command's error; notFound,

@@ -3,6 +3,7 @@ package kmsapi
 import (
 	"crypto"
 	"slices"
+	"sort"
 
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
@@ -119,4 +120,26 @@ func (s *Service) algorithms(spec, usage string) (enc, sig, mac, agree []string)
 func (s *Service) signingAllowed(spec, usage, alg string) bool {
 	_, sig, _, _ := s.algorithms(spec, usage)
 	return slices.Contains(sig, alg)
+}
+
+// KeySpecs returns the key specs the service offers, sorted, for tools
+// that check a request before sending it.
+func KeySpecs() []string {
+	out := make([]string, 0, len(specs))
+	for s := range specs {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// KeyUsages returns the key usages AWS allows for a key spec the service
+// offers (the default first, except for RSA keys, whose usage must be
+// chosen), and whether the spec is offered.
+func KeyUsages(spec string) ([]string, bool) {
+	info, ok := specs[spec]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(info.usages), true
 }
