@@ -7,7 +7,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
+	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/audit"
 	"github.com/hsmgate/hsmgate/gateway/ciphertext"
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
@@ -287,4 +291,50 @@ func TestKeyPairsAndAgreement(t *testing.T) {
 	}
 	_, err = c.DeriveSharedSecret(ctx, &kms.DeriveSharedSecretInput{KeyId: sk.KeyMetadata.KeyId, KeyAgreementAlgorithm: types.KeyAgreementAlgorithmSpecEcdh, PublicKey: []byte{0x30}})
 	wantCode(t, err, "InvalidKeyUsageException")
+}
+
+// Every rotation is an audit record, on demand and scheduled alike.
+func TestRotationsAreAudited(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}
+	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url), HTTPClient: &http.Client{Transport: transport},
+		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})
+	k, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: k.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnableKeyRotation(ctx, &kms.EnableKeyRotationInput{KeyId: k.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	if rots := gw.RotateDue(ctx, time.Now().AddDate(1, 0, 1)); len(rots) != 1 {
+		t.Fatalf("RotateDue: %+v", rots)
+	}
+	transport.CloseIdleConnections()
+	stop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	versions := map[uint32]string{}
+	err = audit.Query(filepath.Join(tg.dir, gateway.AuditDir), audit.Filter{KeyID: *k.KeyMetadata.KeyId}, func(r audit.Record) error {
+		if r.Operation == "RotateKey" && r.Outcome == audit.OutcomeOK {
+			versions[r.KeyVersion] = r.Principal
+		}
+		return nil
+	})
+	if err != nil || len(versions) != 2 || versions[2] != gateway.AdminName || versions[3] != gateway.SchedulerPrincipal {
+		t.Fatalf("rotation records by version: %v (%v)", versions, err)
+	}
 }

@@ -30,7 +30,7 @@ func (g *Gateway) RotateDue(ctx context.Context, now time.Time) []kmsapi.Rotatio
 func (g *Gateway) DeleteDue(ctx context.Context, now time.Time) []kmsapi.DeletionEvent {
 	evs := g.service.DeleteDue(ctx, now)
 	for _, ev := range evs {
-		g.auditEvent(ctx, "DeleteKey", ev.KeyID, 0, ev.Err)
+		g.auditEvent(ctx, "DeleteKey", "", ev.KeyID, 0, ev.Err)
 	}
 	return evs
 }
@@ -41,7 +41,7 @@ func (g *Gateway) DeleteDue(ctx context.Context, now time.Time) []kmsapi.Deletio
 func (g *Gateway) ExpireDue(ctx context.Context, now time.Time) []kmsapi.DeletionEvent {
 	evs := g.service.ExpireDue(ctx, now)
 	for _, ev := range evs {
-		g.auditEvent(ctx, "DeleteImportedKeyMaterial", ev.KeyID, 0, ev.Err)
+		g.auditEvent(ctx, "DeleteImportedKeyMaterial", "", ev.KeyID, 0, ev.Err)
 	}
 	return evs
 }
@@ -49,10 +49,15 @@ func (g *Gateway) ExpireDue(ctx context.Context, now time.Time) []kmsapi.Deletio
 // auditRotation is the service's OnRotation hook: every rotation, whatever
 // caused it, is an audit record.
 func (g *Gateway) auditRotation(ctx context.Context, ev kmsapi.RotationEvent) {
-	g.auditEvent(ctx, "RotateKey", ev.KeyID, ev.Version, ev.Err)
+	g.auditEvent(ctx, "RotateKey", ev.Principal, ev.KeyID, ev.Version, ev.Err)
 }
 
-func (g *Gateway) auditEvent(ctx context.Context, op, keyID string, version uint32, failure error) {
+// auditEvent records something done to a key outside a request's own
+// record: by the scheduler (principal "") or caused by a principal's request.
+func (g *Gateway) auditEvent(ctx context.Context, op, principal, keyID string, version uint32, failure error) {
+	if principal == "" {
+		principal = SchedulerPrincipal
+	}
 	if failure != nil {
 		g.log.Error("scheduled key operation failed; it will be retried", "operation", op, "key_id", keyID, "err", failure)
 	}
@@ -60,7 +65,7 @@ func (g *Gateway) auditEvent(ctx context.Context, op, keyID string, version uint
 		return
 	}
 	rec := audit.Record{
-		RequestID: newRequestID(), Principal: SchedulerPrincipal, Operation: op,
+		RequestID: newRequestID(), Principal: principal, Operation: op,
 		KeyID: keyID, KeyARN: "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + keyID,
 		KeyVersion: version, Outcome: audit.OutcomeOK,
 	}

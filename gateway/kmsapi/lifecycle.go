@@ -40,7 +40,10 @@ type RotationEvent struct {
 	Version uint32 // the new version; 0 if Err is set
 	Type    string // keystore.RotationAutomatic or RotationOnDemand
 	Reason  string // "schedule", "gcm-limit" or "on-demand"
-	Err     error
+	// Principal is the caller whose request caused the rotation (on
+	// demand, or at the GCM limit); empty for scheduled rotations.
+	Principal string
+	Err       error
 }
 
 // DeletionEvent is the end of a key's pending-deletion window.
@@ -276,7 +279,11 @@ func (s *Service) rotateLocked(ctx context.Context, id string, ifCurrent uint32,
 		return cur, nil
 	}
 	v, err := s.rotate(ctx, k, typ, next)
-	s.rotated(ctx, RotationEvent{KeyID: id, Version: v, Type: typ, Reason: reason, Err: err})
+	ev := RotationEvent{KeyID: id, Version: v, Type: typ, Reason: reason, Err: err}
+	if c := reqOf(ctx).caller; c != nil {
+		ev.Principal = c.Principal
+	}
+	s.rotated(ctx, ev)
 	return v, err
 }
 
