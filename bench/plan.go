@@ -37,6 +37,11 @@ type Plan struct {
 
 // Planner makes plans with a chosen headroom. The zero Planner plans with
 // no headroom at all; MakePlan uses DefaultHeadroom.
+// MaxExtrapolation is how far past the largest pool measured a plan may
+// go: a plan needing more slots than this many times the largest measured
+// pool is refused rather than extrapolated.
+const MaxExtrapolation = 100
+
 type Planner struct {
 	// Headroom is the fraction of the target provisioned on top of it:
 	// the planned slots must model TargetRPS × (1 + Headroom). ≥ 0.
@@ -170,6 +175,11 @@ func (pl Planner) Make(fit *USLFit, targetRPS float64, p99 time.Duration, runs [
 		maxN := fit.Points[0].N
 		for _, pt := range fit.Points {
 			maxN = math.Max(maxN, pt.N)
+		}
+		if float64(n) > MaxExtrapolation*maxN {
+			return nil, fmt.Errorf("plan: the target %s needs %s by the fit, more than %d times the largest pool measured (%g): "+
+				"a fit of %d measurements can't say that much; measure larger pools",
+				fmtRate(need), countOf(n, "slot"), MaxExtrapolation, maxN, len(fit.Points))
 		}
 		if float64(n) > maxN {
 			p.Notes = append(p.Notes, fmt.Sprintf("%s is beyond the largest pool measured (%g): the plan extrapolates the fit; measure at %d slots before relying on it",

@@ -187,3 +187,16 @@ func TestPlanWriteText(t *testing.T) {
 		}
 	}
 }
+
+// A linear fit plans anything, but a plan far past the measured pools is
+// refused rather than extrapolated; within reach it is made, with a note.
+func TestPlanRefusesFarExtrapolation(t *testing.T) {
+	linear := &USLFit{Lambda: 1000, Points: []USLPoint{{N: 1, X: 1000}, {N: 2, X: 2000}, {N: 4, X: 4000}}}
+	if _, err := (Planner{}).Make(linear, 1e12, 0, nil, 4); err == nil || !strings.Contains(err.Error(), "largest pool measured") {
+		t.Fatalf("a plan for 1e12 calls/s from pools of 1 to 4 slots: %v", err)
+	}
+	p, err := (Planner{}).Make(linear, 40_000, 0, nil, 4)
+	if err != nil || p.Slots != 40 || !strings.Contains(strings.Join(p.Notes, " "), "beyond the largest pool measured") {
+		t.Fatalf("a plan 10 times past the measurements: %+v %v", p, err)
+	}
+}
