@@ -37,6 +37,9 @@ import (
 // benchEnv is what the benchmark's gateway process needs to start.
 type benchEnv struct {
 	Module, PINFile, SoftHSMConf, KCV, Dir string
+	// Audit turns the audit log on (in Dir/audit). The environment variable
+	// HSMGATE_BENCH_AUDIT turns it on for every gateway process instead.
+	Audit bool
 }
 
 func TestMain(m *testing.M) {
@@ -90,7 +93,7 @@ func benchServer(cfgPath string) int {
 	defer store.Close()
 	gc := gateway.Config{Pool: pool, Store: store, Region: testRegion, Account: testAccount,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if os.Getenv("HSMGATE_BENCH_AUDIT") != "" {
+	if env.Audit || os.Getenv("HSMGATE_BENCH_AUDIT") != "" {
 		w, err := gateway.OpenAudit(ctx, pool, store, env.Dir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -120,6 +123,174 @@ func benchServer(cfgPath string) int {
 		return 1
 	}
 	return 0
+}
+
+// benchGateway is a gateway process started by startBenchGateway.
+type benchGateway struct {
+	url string // https://127.0.0.1:port/
+	pid int
+}
+
+// startBenchGateway starts a gateway process (this test binary in server mode,
+// see benchServer) serving env, and stops it with SIGTERM when the benchmark
+// ends. env.Dir must not be in use by another process (the keystore file is
+// locked).
+func startBenchGateway(b *testing.B, env benchEnv) benchGateway {
+	b.Helper()
+	cfg := filepath.Join(b.TempDir(), "bench.json")
+	raw, _ := json.Marshal(env)
+	if err := os.WriteFile(cfg, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), "HSMGATE_BENCH_SERVER="+cfg)
+	child.Stderr = os.Stderr
+	out, _ := child.StdoutPipe()
+	if err := child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		child.Process.Signal(syscall.SIGTERM)
+		child.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
+		b.Fatalf("gateway process: %q %v", line, err)
+	}
+	return benchGateway{url: "https://" + strings.TrimSpace(strings.TrimPrefix(line, "LISTEN ")) + "/", pid: child.Process.Pid}
+}
+
+// benchClient is an HTTPS client with the admin's client certificate that
+// keeps up to callers connections open.
+func benchClient(b *testing.B, admin *gateway.AdminCredentials, callers int) *http.Client {
+	b.Helper()
+	cert, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	caRaw, _ := os.ReadFile(admin.CABundle)
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: x509CertPool(b, caRaw), Certificates: []tls.Certificate{cert}},
+		MaxIdleConnsPerHost: callers, MaxConnsPerHost: callers,
+	}}
+}
+
+// kmsCall returns a function that POSTs one KMS request and checks for 200.
+func kmsCall(client *http.Client, url, target string, body []byte) func() error {
+	return func() error {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("X-Amz-Target", target)
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+// copyDir copies the regular files of the folder tree src into dst.
+func copyDir(b *testing.B, src, dst string) {
+	b.Helper()
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, info.Mode().Perm())
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkAuditCost measures, in one run, the full-stack Encrypt of 32
+// bytes against two gateway processes serving the same keys on the same
+// SoftHSM tokens, one with the audit log on and one with it off, at 8, 64,
+// 128 and 256 closed-loop callers. The two are driven in alternating rounds
+// (10 × 300 ms each, the order flipping every round), so background noise
+// on the shared machine hits both alike. It reports each one's calls/s, the
+// ratio on/off, the gateway CPU per call (from /proc) and the client's p50
+// and p99 latency. b.N is not used: run with -benchtime 1x.
+//
+//	go test ./gateway -run '^$' -bench AuditCost -benchtime 1x
+func BenchmarkAuditCost(b *testing.B) {
+	env, pool, store, dir, admin := benchSetup(b, 4)
+	symID := benchKey(b, pool, store, hsmpool.AES256, hsmpool.UsageEncrypt, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", map[string]*hsmpool.Key{})
+	store.Close()
+	// The keystore file is locked by the process that opens it: each
+	// gateway gets its own copy of the data folder.
+	onDir := filepath.Join(b.TempDir(), "data")
+	copyDir(b, dir, onDir)
+	base := benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf, KCV: pool.DomainKeyCheck()}
+	offEnv, onEnv := base, base
+	offEnv.Dir = dir
+	onEnv.Dir, onEnv.Audit = onDir, true
+	gws := [2]benchGateway{startBenchGateway(b, offEnv), startBenchGateway(b, onEnv)}
+	names := [2]string{"off", "on"}
+	body := []byte(`{"KeyId":"` + symID + `","Plaintext":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`)
+
+	const rounds, window = 10, 300 * time.Millisecond
+	for _, callers := range []int{8, 64, 128, 256} {
+		b.Run(fmt.Sprintf("Encrypt32/callers=%d", callers), func(b *testing.B) {
+			var calls [2]func() error
+			for i, gw := range gws {
+				client := benchClient(b, admin, callers)
+				defer client.CloseIdleConnections()
+				calls[i] = kmsCall(client, gw.url, "TrentService.Encrypt", body)
+				drive(b, callers, time.Second, calls[i]) // warm up connections and caches
+			}
+			var (
+				n    [2]int
+				cpu  [2]time.Duration
+				wall [2]time.Duration
+				lat  [2][]time.Duration
+			)
+			for r := 0; r < rounds; r++ {
+				for j := 0; j < 2; j++ {
+					i := j ^ r&1 // off first in even rounds, on first in odd ones
+					before, _ := procCPU(gws[i].pid)
+					t0 := time.Now()
+					k, l := drive(b, callers, window, calls[i])
+					wall[i] += time.Since(t0)
+					after, _ := procCPU(gws[i].pid)
+					n[i] += k
+					cpu[i] += after - before
+					lat[i] = append(lat[i], l...)
+				}
+			}
+			var rate [2]float64
+			for i := range gws {
+				sort.Slice(lat[i], func(x, y int) bool { return lat[i][x] < lat[i][y] })
+				rate[i] = float64(n[i]) / wall[i].Seconds()
+				b.ReportMetric(rate[i], names[i]+"-calls/s")
+				b.ReportMetric(float64(cpu[i].Microseconds())/float64(n[i]), names[i]+"-gw-cpu-µs/op")
+				b.ReportMetric(float64(lat[i][len(lat[i])*50/100].Microseconds())/1000, names[i]+"-p50-ms")
+				b.ReportMetric(float64(lat[i][len(lat[i])*99/100].Microseconds())/1000, names[i]+"-p99-ms")
+			}
+			b.ReportMetric(rate[1]/rate[0], "on/off")
+		})
+	}
 }
 
 // procCPU returns the user+system CPU time a process has used.
@@ -159,31 +330,8 @@ func BenchmarkGatewayCPU(b *testing.B) {
 	eccID := benchKey(b, pool, store, hsmpool.ECP256, hsmpool.UsageSign, "ECC_NIST_P256", "SIGN_VERIFY", keys)
 	store.Close()
 
-	cfg := filepath.Join(dir, "bench.json")
-	raw, _ := json.Marshal(benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf, KCV: pool.DomainKeyCheck(), Dir: dir})
-	os.WriteFile(cfg, raw, 0o600)
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "HSMGATE_BENCH_SERVER="+cfg)
-	child.Stderr = os.Stderr
-	out, _ := child.StdoutPipe()
-	if err := child.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		child.Process.Signal(syscall.SIGTERM)
-		child.Wait()
-	}()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
-		b.Fatalf("gateway process: %q %v", line, err)
-	}
-	url := "https://" + strings.TrimSpace(strings.TrimPrefix(line, "LISTEN ")) + "/"
-	cert, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	caRaw, _ := os.ReadFile(admin.CABundle)
-	roots := x509CertPool(b, caRaw)
+	gw := startBenchGateway(b, benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf, KCV: pool.DomainKeyCheck(), Dir: dir})
+	url := gw.url
 
 	ops := []struct {
 		name, target string
@@ -206,31 +354,14 @@ func BenchmarkGatewayCPU(b *testing.B) {
 	}
 	const window = 3 * time.Second
 	for _, callers := range []int{8, 64} {
-		client := &http.Client{Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}},
-			MaxIdleConnsPerHost: callers, MaxConnsPerHost: callers,
-		}}
+		client := benchClient(b, admin, callers)
 		for _, op := range ops {
 			b.Run(fmt.Sprintf("%s/callers=%d", op.name, callers), func(b *testing.B) {
-				call := func() error {
-					req, _ := http.NewRequest("POST", url, bytes.NewReader(op.body))
-					req.Header.Set("X-Amz-Target", op.target)
-					req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-					resp, err := client.Do(req)
-					if err != nil {
-						return err
-					}
-					defer resp.Body.Close()
-					io.Copy(io.Discard, resp.Body)
-					if resp.StatusCode != 200 {
-						return fmt.Errorf("status %d", resp.StatusCode)
-					}
-					return nil
-				}
+				call := kmsCall(client, url, op.target, op.body)
 				drive(b, callers, time.Second, call) // warm up connections and caches
-				before, _ := procCPU(child.Process.Pid)
+				before, _ := procCPU(gw.pid)
 				n, lat := drive(b, callers, window, call)
-				after, _ := procCPU(child.Process.Pid)
+				after, _ := procCPU(gw.pid)
 				gwCPU := float64((after - before).Microseconds()) / float64(n)
 
 				k := keys[op.key]

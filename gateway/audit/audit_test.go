@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,7 +97,7 @@ func readLines(t testing.TB, path string) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines, torn := splitLines(data)
+	lines, torn, _ := splitLines(data)
 	if torn != nil {
 		t.Fatalf("%s: unexpected torn tail", path)
 	}
@@ -600,11 +601,11 @@ func (f faultyFile) Sync() error {
 	return f.logFile.Sync()
 }
 
-func (f faultyFile) Write(p []byte) (int, error) {
+func (f faultyFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.ctl.failWrite.Load() {
 		return 0, f.ctl.trip()
 	}
-	return f.logFile.Write(p)
+	return f.logFile.WriteAt(p, off)
 }
 
 func TestIOFailureFailsWriter(t *testing.T) {
@@ -625,17 +626,20 @@ func TestIOFailureFailsWriter(t *testing.T) {
 			} else {
 				ctl.failWrite.Store(true)
 			}
-			// More waiters than the request queue holds, so some are
-			// still blocked handing their record over when the writer fails.
-			const waiters = 2 * maxBatch
+			// Many waiters pile up behind the failing group: they must all
+			// get the error, none may be left waiting or acknowledged.
+			const waiters = 200
 			errs := make(chan error, waiters+1)
 			go func() { errs <- w.Append(context.Background(), rec(100)) }()
 			<-ctl.entered // the writer is stuck in the failing call
 			for i := 0; i < waiters; i++ {
 				go func() { errs <- w.Append(context.Background(), rec(200+i)) }()
 			}
-			for len(w.reqs) < cap(w.reqs) { // queue full behind it
+			for pending := 0; pending < waiters; { // all pending behind it
 				time.Sleep(time.Millisecond)
+				w.mu.Lock()
+				pending = len(w.pendW)
+				w.mu.Unlock()
 			}
 			close(ctl.release)
 			for i := 0; i < waiters+1; i++ {
@@ -747,6 +751,16 @@ func FuzzReadRecord(f *testing.F) {
 		}
 		if r2.Seq != r.Seq || r2.Kind != r.Kind || r2.Prev != r.Prev || !r2.Time.Equal(r.Time) || r2.Signature != r.Signature {
 			t.Fatalf("round trip changed the record: %+v vs %+v", r, r2)
+		}
+		// The Writer's own encoder for request records writes the same
+		// bytes as encoding/json.
+		if r.Kind == KindRecord && r.Time.Location() == time.UTC {
+			var prev [32]byte
+			hex.Decode(prev[:], []byte(r.Prev))
+			line, err := appendRecordLine(nil, r.Seq, r.Time, appendRecordFields(nil, &r), &prev)
+			if err != nil || !bytes.Equal(line, b) {
+				t.Fatalf("appendRecordLine: %v\n got %s\nwant %s", err, line, b)
+			}
 		}
 	})
 }

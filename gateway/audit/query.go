@@ -33,8 +33,8 @@ func (f *Filter) match(r *Record) bool {
 // checkpoint signatures, so its results are only as trustworthy as the files
 // are. It is meant for operators' searches; run Verify first when the answer
 // matters (investigations, evidence). A complete line that does not parse is
-// an error; a torn tail (bytes after a file's last '\n') is skipped. Query
-// may run while a Writer appends; it sees a prefix of the log.
+// an error; a torn tail and preallocated space (see [Verify]) are skipped.
+// Query may run while a Writer appends; it sees a prefix of the log.
 func Query(dir string, f Filter, fn func(Record) error) error {
 	files, err := listFiles(dir)
 	if err != nil {
@@ -45,7 +45,7 @@ func Query(dir string, f Filter, fn func(Record) error) error {
 		if err != nil {
 			return fmt.Errorf("audit: query: %w", err)
 		}
-		lines, _ := splitLines(data)
+		lines, _, _ := splitLines(data)
 		for i, line := range lines {
 			r, err := ReadRecord(line)
 			if err != nil {

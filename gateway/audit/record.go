@@ -20,9 +20,25 @@
 //
 // (for example audit-00000000000000000001.log), so lexical order is sequence
 // order. Each line is one JSON object (a Record, see [Record] for the field
-// names) followed by '\n'. Files are created 0600 in a 0700 directory, are
-// only ever appended to, and are never rewritten or truncated by this
-// package.
+// names) followed by '\n'. Files are created 0600 in a 0700 directory. A
+// byte of a line, once written, is never changed: lines are only ever added
+// after the last one, and this package never rewrites a file or truncates
+// one into its lines.
+//
+// # Preallocated space
+//
+// The file the [Writer] is writing may end in zero bytes (NUL) after its
+// last line: the Writer extends the file with zeros ahead of its lines (1
+// MiB at a time) and writes its next lines over them, so that a group
+// commit's fdatasync does not also have to commit a change of the file's
+// size. When it is done with a file (at rotation and at Close) it truncates
+// the zeros away, so a file it has finished holds nothing but lines. A file
+// it was writing when the process or machine stopped keeps them. Readers
+// ([Verify], [Query], [Open]) take a file's lines to end at the first line
+// that has no '\n' or holds a NUL byte (no line the Writer writes does:
+// JSON escapes control characters); zero bytes after that are preallocated
+// space, not data. A program that tails the current file must stop at the
+// first NUL byte likewise, and read again from there later.
 //
 // # Hash chain
 //
@@ -67,16 +83,22 @@
 //
 // # Durability and crashes
 //
-// [Writer.Append] returns only once the record is fsynced (group commit). A
-// crash (kill -9, power loss) can leave a torn final line — bytes after the
-// last '\n' of a file. Such bytes were never acknowledged to any caller. This
-// package never rewrites a file to remove them: [Verify] ignores the bytes
-// after the last '\n' of a file and counts them in [Report.TornTails], and
-// [Open] resumes the chain from the last complete line in a NEW file (the torn
-// file is left as it is). The only exception is a newest file that contains
-// nothing but a torn fragment (crash during the first write to a fresh file):
-// its name is needed for the new file, so Open renames it to
-// "<name>.torn" for forensics; Verify ignores *.torn files.
+// [Writer.Append] returns only once the record is fsynced (group commit),
+// together with every line before it. A crash (kill -9, power loss) can
+// leave a torn tail after a file's last complete line: part of a line, or,
+// after a power loss, the pages of a write that reached the disk while an
+// earlier page of the same write did not (so non-zero bytes after a hole of
+// zeros). Such bytes were never acknowledged to any caller: everything
+// acknowledged is a prefix of complete lines, and no line holds a NUL. This
+// package never rewrites a file to remove them: [Verify] ignores a torn tail
+// and counts it in [Report.TornTails], and [Open] resumes the chain from the
+// last complete line in a NEW file (the torn file is left as it is, zeros
+// included). The only exception is a newest file that contains nothing but
+// a torn fragment (crash during the first write to a fresh file): its name
+// is needed for the new file, so Open renames it to "<name>.torn" for
+// forensics; Verify ignores *.torn files. A newest file whose lines are
+// followed by zeros only was not torn: Open writes its next line where its
+// lines end.
 package audit
 
 import (
@@ -88,7 +110,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Kinds of line.
@@ -127,7 +152,8 @@ type Record struct {
 	// Seq is the line's position in the whole log, starting at 1, with no
 	// gaps across files and across kinds.
 	Seq uint64 `json:"seq"`
-	// Time is when the Writer committed the line (UTC).
+	// Time is when the Writer gave the line its place in the log (UTC),
+	// just before writing it.
 	Time time.Time `json:"time"`
 
 	RequestID string `json:"request_id,omitempty"`
@@ -198,8 +224,144 @@ func decodeHash(s string) ([]byte, error) {
 // marshalLine encodes r as one line (no trailing newline). encoding/json is
 // deterministic for this struct (fixed field order, sorted map keys), but
 // nothing depends on that: hashes are always taken over the bytes as written.
+// The Writer encodes request records with appendRecordFields instead, which
+// produces the same bytes without reflection (see TestAppendRecordMatchesJSON).
 func marshalLine(r *Record) ([]byte, error) {
 	return json.Marshal(r)
+}
+
+// appendRecordFields appends the request fields of r (those between "time"
+// and "prev"), each followed by a comma, exactly as encoding/json would
+// write them for a Record: same order, omitempty, sorted map keys and
+// encoding/json's string escaping. A request record's line is then
+//
+//	{"kind":"record","seq":<seq>,"time":"<time>",<fields>"prev":"<prev>"}
+func appendRecordFields(b []byte, r *Record) []byte {
+	b = appendStringField(b, `"request_id":`, r.RequestID)
+	b = appendStringField(b, `"principal":`, r.Principal)
+	b = appendStringField(b, `"source_ip":`, r.SourceIP)
+	b = appendStringField(b, `"user_agent":`, r.UserAgent)
+	b = appendStringField(b, `"operation":`, r.Operation)
+	b = appendStringField(b, `"key_id":`, r.KeyID)
+	b = appendStringField(b, `"key_arn":`, r.KeyARN)
+	if r.KeyVersion != 0 {
+		b = append(b, `"key_version":`...)
+		b = strconv.AppendUint(b, uint64(r.KeyVersion), 10)
+		b = append(b, ',')
+	}
+	if len(r.EncryptionContext) > 0 {
+		b = append(b, `"encryption_context":{`...)
+		var stack [8]string
+		keys := stack[:0]
+		for k := range r.EncryptionContext {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, r.EncryptionContext[k])
+		}
+		b = append(b, '}', ',')
+	}
+	b = appendStringField(b, `"grant_id":`, r.GrantID)
+	b = appendStringField(b, `"outcome":`, r.Outcome)
+	b = appendStringField(b, `"error_code":`, r.ErrorCode)
+	if r.LatencyNS != 0 {
+		b = append(b, `"latency_ns":`...)
+		b = strconv.AppendInt(b, r.LatencyNS, 10)
+		b = append(b, ',')
+	}
+	return b
+}
+
+func appendStringField(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, name...)
+	b = appendJSONString(b, v)
+	return append(b, ',')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// (with its default HTML escaping): '"' and '\\' and the control characters
+// escaped (\b \f \n \r \t short, others as \u00XX), '<' '>' '&' and U+2028,
+// U+2029 as \uXXXX, and each byte of invalid UTF-8 as \ufffd.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendRecordLine appends the line of a request record: seq and time, the
+// fields already encoded by appendRecordFields, and prev (raw hash bytes).
+// It fails only for a time encoding/json cannot encode either (a year
+// outside [0,9999]); t must be in UTC.
+func appendRecordLine(b []byte, seq uint64, t time.Time, fields []byte, prev *[32]byte) ([]byte, error) {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return b, fmt.Errorf("time %v: year outside of range [0,9999]", t)
+	}
+	b = append(b, `{"kind":"record","seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"time":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"', ',')
+	b = append(b, fields...)
+	b = append(b, `"prev":"`...)
+	b = hex.AppendEncode(b, prev[:])
+	return append(b, '"', '}'), nil
 }
 
 // ReadRecord parses and structurally validates one log line (without its

@@ -74,19 +74,32 @@ func listFiles(dir string) ([]logFileInfo, error) {
 	return out, nil
 }
 
-// splitLines splits file content into complete lines (without '\n') and the
-// torn tail: the bytes after the last '\n' (nil if the content ends with
-// '\n' or is empty).
-func splitLines(data []byte) (lines [][]byte, torn []byte) {
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			return lines, data
+// splitLines splits the content of a log file into its complete lines
+// (without '\n'), its torn tail and the offset where its lines end (where
+// the Writer would write the next one).
+//
+// The lines end at the first line that has no '\n' or holds a NUL byte (no
+// line the Writer writes does: JSON escapes control characters). What
+// follows is the tail. A tail of NUL bytes only is preallocated space (see
+// the package doc): torn is nil. Any other tail is torn: bytes of a write
+// that never completed its fsync, possibly with holes (NULs) where the
+// crash lost some of its pages.
+func splitLines(data []byte) (lines [][]byte, torn []byte, end int) {
+	for end < len(data) {
+		rest := data[end:]
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 || bytes.IndexByte(rest[:i], 0) >= 0 {
+			break
 		}
-		lines = append(lines, data[:i])
-		data = data[i+1:]
+		lines = append(lines, rest[:i])
+		end += i + 1
 	}
-	return lines, nil
+	for _, c := range data[end:] {
+		if c != 0 {
+			return lines, data[end:], end
+		}
+	}
+	return lines, nil, end
 }
 
 // Report summarises a successfully verified log.
@@ -102,10 +115,11 @@ type Report struct {
 	// crash; a large number, or a LastSeq lower than one previously seen,
 	// deserves investigation.
 	Unsealed int
-	// TornTails is the number of files ending in an incomplete line (bytes
-	// after the last '\n'), the footprint of a crash mid-write. Those bytes
-	// were never acknowledged and are not counted or trusted. See
-	// the package doc.
+	// TornTails is the number of files ending in a torn tail (bytes of an
+	// incomplete line, or after a hole of NUL bytes, after the last
+	// complete line), the footprint of a crash mid-write. Those bytes were
+	// never acknowledged and are not counted or trusted. See the package
+	// doc.
 	TornTails int
 }
 
@@ -133,10 +147,12 @@ func (e *VerifyError) Error() string {
 //   - every checkpoint's signature verifies with pub over
 //     [CheckpointDigest](seq, prev).
 //
-// Bytes after the last '\n' of a file (a torn tail from a crash) are skipped
-// and counted in Report.TornTails; the next file, if any, must chain to the
-// last complete line before them. If it does not, the file was truncated
-// and Verify reports Reason "truncated".
+// A file's lines end at its first line without '\n' or holding a NUL byte.
+// NUL bytes after them are preallocated space and are ignored. Any other
+// bytes after them (a torn tail from a crash) are skipped and counted in
+// Report.TornTails; the next file, if any, must chain to the last complete
+// line before them. If it does not, the file was truncated and Verify
+// reports Reason "truncated".
 //
 // On success Verify returns the Report and a nil error. On failure it returns
 // a nil Report and a *VerifyError for the FIRST problem, or another error for
@@ -173,7 +189,7 @@ func Verify(dir string, pub crypto.PublicKey) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit: verify: %w", err)
 		}
-		lines, torn := splitLines(data)
+		lines, torn, _ := splitLines(data)
 		for i, line := range lines {
 			r, err := ReadRecord(line)
 			if err != nil {
