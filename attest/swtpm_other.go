@@ -1,0 +1,7 @@
+//go:build !linux
+
+package attest
+
+import "syscall"
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
