@@ -120,6 +120,9 @@ func (id *Identities) CreatePrincipal(spec PrincipalSpec) error {
 	if err := pki.ValidPrincipalName(spec.Name); err != nil {
 		return fmt.Errorf("%w: %v", keystore.ErrInvalid, err)
 	}
+	if isXKSPrincipal(spec.Name) {
+		return fmt.Errorf("%w: principal names beginning with %q are reserved for external key stores' credentials", keystore.ErrInvalid, XKSPrincipalPrefix)
+	}
 	kind, err := validKind(spec.Kind)
 	if err != nil {
 		return err
@@ -308,8 +311,10 @@ const MaxActiveAccessKeys = 2
 // its id and secret. The secret is not stored anywhere in plaintext and
 // can't be shown again.
 func (id *Identities) CreateAccessKey(ctx context.Context, principal string) (akid, secret string, err error) {
-	if _, err := id.Store.Principal(principal); err != nil {
+	if p, err := id.Store.Principal(principal); err != nil {
 		return "", "", err
+	} else if p.XKSStore != "" {
+		return "", "", fmt.Errorf("%w: %s holds external key store %s's credentials: create them with CreateXKSCredential", keystore.ErrInvalid, principal, p.XKSStore)
 	}
 	active := 0
 	for _, a := range id.Store.AccessKeysOf(principal) {
@@ -320,10 +325,6 @@ func (id *Identities) CreateAccessKey(ctx context.Context, principal string) (ak
 	if active >= MaxActiveAccessKeys {
 		return "", "", fmt.Errorf("principal %s already has %d active access keys; revoke one first: %w", principal, active, keystore.ErrInvalid)
 	}
-	k, err := id.secretsKey(ctx)
-	if err != nil {
-		return "", "", err
-	}
 	var raw [10 + 30]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", "", err
@@ -331,17 +332,26 @@ func (id *Identities) CreateAccessKey(ctx context.Context, principal string) (ak
 	akid = "AKIA" + base32.StdEncoding.EncodeToString(raw[:10]) // 16 characters of A-Z2-7, as AWS's
 	secret = base64.StdEncoding.EncodeToString(raw[10:])        // 40 characters
 	clear(raw[:])
-	iv, sealed, err := id.Pool.EncryptGCM(ctx, k, []byte(secret), secretAAD(akid))
-	if err != nil {
-		return "", "", err
-	}
-	err = id.Store.Apply(&keystore.CreateAccessKey{AccessKey: keystore.AccessKey{
-		ID: akid, Principal: principal, SecretBlob: append(iv, sealed...), CreatedAt: id.now(),
-	}})
-	if err != nil {
+	if err := id.storeSecret(ctx, principal, akid, secret); err != nil {
 		return "", "", err
 	}
 	return akid, secret, nil
+}
+
+// storeSecret encrypts an access key's secret in the HSM and records the
+// access key.
+func (id *Identities) storeSecret(ctx context.Context, principal, akid, secret string) error {
+	k, err := id.secretsKey(ctx)
+	if err != nil {
+		return err
+	}
+	iv, sealed, err := id.Pool.EncryptGCM(ctx, k, []byte(secret), secretAAD(akid))
+	if err != nil {
+		return err
+	}
+	return id.Store.Apply(&keystore.CreateAccessKey{AccessKey: keystore.AccessKey{
+		ID: akid, Principal: principal, SecretBlob: append(iv, sealed...), CreatedAt: id.now(),
+	}})
 }
 
 // RevokeAccessKey disables an access key at once and for good.

@@ -39,6 +39,7 @@ import (
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/gateway/sigv4"
+	"github.com/hsmgate/hsmgate/gateway/xks"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/pki"
 )
@@ -68,6 +69,8 @@ type Config struct {
 	// served gets ThrottlingException at once instead of queueing. Zero
 	// means 1024.
 	MaxInFlight int
+	// XKS, when set, also serves the External Key Store proxy API.
+	XKS *XKSOptions
 }
 
 // Gateway serves the API. Create it with New.
@@ -80,6 +83,7 @@ type Gateway struct {
 	metrics    *metrics
 	mux        *http.ServeMux
 	inFlight   chan struct{}
+	xks        *xks.Handler // nil without external key stores
 }
 
 // New builds a gateway on an open pool and keystore.
@@ -116,6 +120,13 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
 	g.mux.Handle("GET /metrics", g.metrics.handler())
+	if cfg.XKS != nil && len(cfg.XKS.Stores) > 0 {
+		h, err := g.newXKS(cfg.XKS)
+		if err != nil {
+			return nil, err
+		}
+		g.xks = h
+	}
 	return g, nil
 }
 
@@ -123,7 +134,12 @@ func New(cfg Config) (*Gateway, error) {
 func (g *Gateway) Identities() *Identities { return g.identities }
 
 // Handler returns the gateway's HTTP handler.
-func (g *Gateway) Handler() http.Handler { return g.mux }
+func (g *Gateway) Handler() http.Handler {
+	if g.xks != nil {
+		return http.HandlerFunc(g.serveAll)
+	}
+	return g.mux
+}
 
 func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if n := g.cfg.Pool.Healthy(); n > 0 {
@@ -286,7 +302,8 @@ func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *km
 		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExMissingAuthToken, "Request is missing Authentication Token: sign it with SigV4 or present a client certificate.")
 	}
 	p, err := g.cfg.Store.Principal(name)
-	if err != nil {
+	if err != nil || p.XKSStore != "" {
+		// An external key store's credentials sign only XKS requests.
 		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExUnrecognizedClient, "The principal %q is not known to this gateway.", name)
 	}
 	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin, Kind: p.Kind, Service: p.Service, Tags: p.Tags, SourceIP: remoteIP(r)}, nil
@@ -344,7 +361,7 @@ func TLSConfig(cert tls.Certificate, clientCAs *x509.CertPool, minVersion uint16
 // returns.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config, grace time.Duration) error {
 	srv := &http.Server{
-		Handler:           g.mux,
+		Handler:           g.Handler(),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -91,6 +91,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		RequestTimeout: opts.RequestTimeout,
 		MaxInFlight:    opts.MaxInFlight,
 		Audit:          auditLog,
+		XKS:            xksOptions(cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -170,4 +171,17 @@ func printServing(w io.Writer, dataDir, configured, actual, endpoint string, poo
 		shellWord(filepath.Join(abs, gateway.AdminDir, "client.pem")),
 		shellWord(filepath.Join(abs, gateway.AdminDir, "client.key")),
 		endpoint)
+}
+
+// xksOptions are the gateway's external key stores from the [xks] section.
+func xksOptions(cfg *config.Config) *gateway.XKSOptions {
+	if cfg.XKS == nil || len(cfg.XKS.Stores) == 0 {
+		return nil
+	}
+	o := &gateway.XKSOptions{FleetSize: cfg.XKS.FleetSize, Timeout: cfg.XKS.Timeout.Duration}
+	for _, st := range cfg.XKS.Stores {
+		o.Stores = append(o.Stores, gateway.XKSStore{Name: st.Name, Prefix: st.Prefix, Regions: st.Regions,
+			MaxInFlight: st.MaxInFlight, RateLimit: st.RateLimit, Burst: st.Burst})
+	}
+	return o
 }

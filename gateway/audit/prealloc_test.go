@@ -35,6 +35,8 @@ func TestAppendRecordMatchesJSON(t *testing.T) {
 			ErrorCode: weird, LatencyNS: -5,
 			EncryptionContext: map[string]string{weird: weird, "": "", "b": "1", "a": "2", "\u2028": "x"}},
 		{EncryptionContext: map[string]string{}}, // empty: omitted, as encoding/json does
+		{RequestMetadata: map[string]string{"awsPrincipalArn": weird, "kmsOperation": "Encrypt"}, EncryptionContext: map[string]string{"a": "b"}},
+		{RequestMetadata: map[string]string{}},
 		{Principal: "p", LatencyNS: 1 << 62},
 	}
 	for i, r := range records {

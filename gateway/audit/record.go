@@ -168,10 +168,14 @@ type Record struct {
 	KeyVersion uint32 `json:"key_version,omitempty"`
 	// EncryptionContext is non-secret by KMS's contract; logged verbatim.
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
-	GrantID           string            `json:"grant_id,omitempty"`
-	Outcome           string            `json:"outcome,omitempty"` // "ok", "denied" or "error"
-	ErrorCode         string            `json:"error_code,omitempty"`
-	LatencyNS         int64             `json:"latency_ns,omitempty"`
+	// RequestMetadata is what AWS KMS says about an external key store
+	// request (who called KMS, on which KMS key, for which operation):
+	// non-secret, logged verbatim, for requests served through XKS.
+	RequestMetadata map[string]string `json:"request_metadata,omitempty"`
+	GrantID         string            `json:"grant_id,omitempty"`
+	Outcome         string            `json:"outcome,omitempty"` // "ok", "denied" or "error"
+	ErrorCode       string            `json:"error_code,omitempty"`
+	LatencyNS       int64             `json:"latency_ns,omitempty"`
 
 	// Prev is the hex SHA-256 of the previous line (see package doc).
 	// For a checkpoint it is the hash of the line it seals.
@@ -249,24 +253,8 @@ func appendRecordFields(b []byte, r *Record) []byte {
 		b = strconv.AppendUint(b, uint64(r.KeyVersion), 10)
 		b = append(b, ',')
 	}
-	if len(r.EncryptionContext) > 0 {
-		b = append(b, `"encryption_context":{`...)
-		var stack [8]string
-		keys := stack[:0]
-		for k := range r.EncryptionContext {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSONString(b, r.EncryptionContext[k])
-		}
-		b = append(b, '}', ',')
-	}
+	b = appendMapField(b, `"encryption_context":{`, r.EncryptionContext)
+	b = appendMapField(b, `"request_metadata":{`, r.RequestMetadata)
 	b = appendStringField(b, `"grant_id":`, r.GrantID)
 	b = appendStringField(b, `"outcome":`, r.Outcome)
 	b = appendStringField(b, `"error_code":`, r.ErrorCode)
@@ -276,6 +264,30 @@ func appendRecordFields(b []byte, r *Record) []byte {
 		b = append(b, ',')
 	}
 	return b
+}
+
+// appendMapField appends a string map with sorted keys, as encoding/json
+// writes it; nothing when the map is empty.
+func appendMapField(b []byte, open string, m map[string]string) []byte {
+	if len(m) == 0 {
+		return b
+	}
+	b = append(b, open...)
+	var stack [8]string
+	keys := stack[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, m[k])
+	}
+	return append(b, '}', ',')
 }
 
 func appendStringField(b []byte, name, v string) []byte {
@@ -416,7 +428,7 @@ func ReadRecord(line []byte) (Record, error) {
 		}
 		if r.RequestID != "" || r.Principal != "" || r.SourceIP != "" || r.UserAgent != "" ||
 			r.Operation != "" || r.KeyID != "" || r.KeyARN != "" || r.KeyVersion != 0 ||
-			r.EncryptionContext != nil || r.GrantID != "" || r.Outcome != "" ||
+			r.EncryptionContext != nil || r.RequestMetadata != nil || r.GrantID != "" || r.Outcome != "" ||
 			r.ErrorCode != "" || r.LatencyNS != 0 {
 			return Record{}, errors.New("checkpoint carries request fields")
 		}

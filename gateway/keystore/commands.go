@@ -59,6 +59,7 @@ var commands = map[string]func() Command{
 	"SetImportParams":  func() Command { return &SetImportParams{} },
 	"ImportMaterial":   func() Command { return &ImportMaterial{} },
 	"DeleteMaterial":   func() Command { return &DeleteMaterial{} },
+	"SetXKS":           func() Command { return &SetXKS{} },
 }
 
 // Decode parses bytes made by Encode.
@@ -115,6 +116,14 @@ func (s *Store) ApplyBytes(b []byte) error {
 		return fmt.Errorf("commit %s: %w", c.op(), err)
 	}
 	s.mu.Lock()
+	for id, k := range t.keys {
+		if old, ok := s.keys[id]; ok && old.XKS != nil {
+			delete(s.xksKeys, xksIndex(old.XKS.Store, old.XKS.ExternalID))
+		}
+		if k != nil && k.XKS != nil {
+			s.xksKeys[xksIndex(k.XKS.Store, k.XKS.ExternalID)] = id
+		}
+	}
 	publish(s.keys, t.keys)
 	publish(s.aliases, t.aliases)
 	publish(s.principals, t.principals)
@@ -790,6 +799,43 @@ func (c *DeleteMaterial) apply(t *txn) error {
 	k.Versions = nil
 	if k.State != StatePendingDeletion {
 		k.State = StatePendingImport
+	}
+	t.keys[k.ID] = k
+	return nil
+}
+
+// SetXKS marks a key for an external key store (XKS nil unmarks it). A
+// store's external ids are unique; only symmetric encryption keys can be
+// marked.
+type SetXKS struct {
+	KeyID string
+	XKS   *XKSUse
+}
+
+func (c *SetXKS) op() string { return "SetXKS" }
+func (c *SetXKS) apply(t *txn) error {
+	k, err := t.key(c.KeyID)
+	if err != nil {
+		return err
+	}
+	if c.XKS != nil {
+		if k.Spec != "SYMMETRIC_DEFAULT" || k.Usage != "ENCRYPT_DECRYPT" {
+			return fmt.Errorf("%w: key %s is a %s key; only symmetric encryption keys serve an external key store", ErrInvalid, k.ID, k.Spec)
+		}
+		if c.XKS.Store == "" || c.XKS.ExternalID == "" || len(c.XKS.Usages) == 0 {
+			return fmt.Errorf("%w: an external key needs a store, an external id and usages", ErrInvalid)
+		}
+		t.s.mu.RLock()
+		other, taken := t.s.xksKeys[xksIndex(c.XKS.Store, c.XKS.ExternalID)]
+		t.s.mu.RUnlock()
+		if taken && other != k.ID {
+			return fmt.Errorf("external key %s of store %s: %w (key %s)", c.XKS.ExternalID, c.XKS.Store, ErrAlreadyExists, other)
+		}
+		x := *c.XKS
+		x.Usages = slices.Clone(c.XKS.Usages)
+		k.XKS = &x
+	} else {
+		k.XKS = nil
 	}
 	t.keys[k.ID] = k
 	return nil

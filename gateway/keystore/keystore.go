@@ -80,6 +80,20 @@ type Key struct {
 	// Import is the state of a key with imported material (origin
 	// EXTERNAL); nil for other keys.
 	Import *Import `json:"import,omitempty"`
+	// XKS marks a key for use by AWS KMS through an external key store;
+	// nil for other keys.
+	XKS *XKSUse `json:"xks,omitempty"`
+}
+
+// XKSUse is how an external key store uses a key.
+type XKSUse struct {
+	Store      string   `json:"store"`       // the [[xks.stores]] name
+	ExternalID string   `json:"external_id"` // the id AWS KMS sends in the URI
+	Usages     []string `json:"usages"`      // subset of ENCRYPT DECRYPT WRAP UNWRAP
+	// Policy, when set, is a key policy document deciding requests on the
+	// XKS requestMetadata (actions xks:Encrypt, xks:Decrypt,
+	// xks:GetKeyMetadata); empty allows every authenticated request.
+	Policy string `json:"policy,omitempty"`
 }
 
 // Import is what the keystore keeps about a key's imported material. The
@@ -164,6 +178,10 @@ type Principal struct {
 	Service   string            `json:"service,omitempty"`
 	Tags      map[string]string `json:"tags,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
+	// XKSStore, when set, makes the principal the holder of an external
+	// key store's credentials: its access keys sign only XKS requests to
+	// that store, never KMS or admin requests.
+	XKSStore string `json:"xks_store,omitempty"`
 }
 
 // Principal kinds.
@@ -230,6 +248,7 @@ type Store struct {
 	accessKeys map[string]*AccessKey
 	grants     map[string]*Grant
 	keyGrants  map[string][]*Grant // by key id, rebuilt when grants change
+	xksKeys    map[string]string   // xksIndex(store, external id) -> key id
 	applyMu    sync.Mutex          // one Apply at a time
 }
 
@@ -258,6 +277,12 @@ func Open(path string) (*Store, error) {
 				load(tx, bucketGrants, s.grants))
 		})
 		s.indexGrants()
+		s.xksKeys = map[string]string{}
+		for id, k := range s.keys {
+			if k.XKS != nil {
+				s.xksKeys[xksIndex(k.XKS.Store, k.XKS.ExternalID)] = id
+			}
+		}
 	}
 	if err != nil {
 		db.Close()
@@ -442,6 +467,20 @@ func (s *Store) Grants(keep func(*Grant) bool) []*Grant {
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+func xksIndex(store, externalID string) string { return store + "\x00" + externalID }
+
+// XKSKey returns the key an external key store names by external id.
+func (s *Store) XKSKey(store, externalID string) (*Key, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if id, ok := s.xksKeys[xksIndex(store, externalID)]; ok {
+		if k, ok := s.keys[id]; ok {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("key %s of external key store %s: %w", externalID, store, ErrNotFound)
 }
 
 // Meta returns a value stored with SetMeta, or nil.

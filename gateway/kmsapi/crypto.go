@@ -45,36 +45,44 @@ func formatUUID(b [16]byte) string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// sealSymmetric encrypts plaintext under k's current version into a
-// ciphertext blob.
-//
-// Every encryption is counted against the version's AES-GCM limit; a
-// version that reaches it is rotated at once and the encryption made with
-// the new version.
-func (s *Service) sealSymmetric(ctx context.Context, k *keystore.Key, plaintext []byte, ec map[string]string) ([]byte, error) {
+// EncryptionVersion returns the version of k that makes the next AES-GCM
+// encryption, having counted that encryption against the version's limit:
+// a version that reaches it is rotated at once and the new one returned
+// (with k as it is after the rotation). Imported material can't be
+// rotated: at the limit it answers LimitExceededException. Every
+// encryption, by this API or another (XKS), goes through it.
+func (s *Service) EncryptionVersion(ctx context.Context, k *keystore.Key) (*keystore.Key, *keystore.Version, error) {
 	v := k.Current()
 	for try := 0; ; try++ {
 		err := s.takeEncryption(k, v)
 		if err == nil {
-			break
+			return k, v, nil
 		}
 		if !errors.Is(err, errVersionExhausted) || try == 2 {
-			return nil, err
+			return nil, nil, err
 		}
 		if k.Origin != "AWS_KMS" {
-			// Imported material can't be rotated by the gateway.
-			return nil, Errorf(ExLimitExceeded, "%s: %v; import new material into a new key.", s.keyARN(k.ID), errExternalExhausted)
+			return nil, nil, Errorf(ExLimitExceeded, "%s: %v; import new material into a new key.", s.keyARN(k.ID), errExternalExhausted)
 		}
 		if _, err := s.rotateLocked(ctx, k.ID, v.Number, keystore.RotationAutomatic, "gcm-limit", time.Time{}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if k, err = s.Store.Key(k.ID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		v = k.Current()
 	}
+}
+
+// sealSymmetric encrypts plaintext under k's current version into a
+// ciphertext blob, counting the encryption (EncryptionVersion).
+func (s *Service) sealSymmetric(ctx context.Context, k *keystore.Key, plaintext []byte, ec map[string]string) ([]byte, error) {
+	k, v, err := s.EncryptionVersion(ctx, k)
+	if err != nil {
+		return nil, err
+	}
 	noteVersion(ctx, v.Number)
-	pk, err := s.poolKey(k, v)
+	pk, err := s.PoolKey(k, v)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +137,7 @@ func (s *Service) openSymmetric(ctx context.Context, c Caller, action string, bl
 		return nil, nil, ciphertext.ErrInvalid
 	}
 	noteVersion(ctx, v.Number)
-	pk, err := s.poolKey(k, v)
+	pk, err := s.PoolKey(k, v)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,7 +201,7 @@ func (s *Service) encryptionAlgorithm(k *keystore.Key, alg string, ec map[string
 }
 
 func (s *Service) rsaEncrypt(ctx context.Context, k *keystore.Key, alg string, pt []byte) ([]byte, error) {
-	pk, err := s.poolKey(k, k.Current())
+	pk, err := s.PoolKey(k, k.Current())
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +248,7 @@ func (s *Service) decryptAny(ctx context.Context, c Caller, action string, blob 
 			if dry {
 				return nil, nil, "", dryRun()
 			}
-			pk, err := s.poolKey(k, k.Current())
+			pk, err := s.PoolKey(k, k.Current())
 			if err != nil {
 				return nil, nil, "", err
 			}
@@ -383,7 +391,7 @@ func (s *Service) macKey(ctx context.Context, c Caller, action string, req *macR
 	if req.DryRun {
 		return nil, nil, dryRun()
 	}
-	pk, err := s.poolKey(k, k.Current())
+	pk, err := s.PoolKey(k, k.Current())
 	return k, pk, err
 }
 
@@ -455,7 +463,7 @@ func (s *Service) signInput(ctx context.Context, c Caller, action string, req *s
 	if req.DryRun {
 		return nil, nil, 0, false, dryRun()
 	}
-	pk, err := s.poolKey(k, k.Current())
+	pk, err := s.PoolKey(k, k.Current())
 	return k, pk, alg, digest, err
 }
 

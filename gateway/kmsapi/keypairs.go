@@ -147,7 +147,7 @@ func (s *Service) deriveSharedSecret(ctx context.Context, c Caller, req *deriveS
 	}
 	v := k.Current()
 	noteVersion(ctx, v.Number)
-	pk, err := s.poolKey(k, v)
+	pk, err := s.PoolKey(k, v)
 	if err != nil {
 		return nil, err
 	}

@@ -323,8 +323,9 @@ func pendingWord(state string) string {
 	return state
 }
 
-// poolKey returns the parsed pool key for a version of k.
-func (s *Service) poolKey(k *keystore.Key, v *keystore.Version) (*hsmpool.Key, error) {
+// PoolKey returns the parsed pool key for a version of k, the same
+// *hsmpool.Key every time (so the pool's per-slot key cache is hit).
+func (s *Service) PoolKey(k *keystore.Key, v *keystore.Version) (*hsmpool.Key, error) {
 	kv := keyVersion{k.ID, v.Number}
 	if pk, ok := s.keys.Load(kv); ok {
 		return pk.(*hsmpool.Key), nil

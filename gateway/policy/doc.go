@@ -64,7 +64,8 @@
 // since the gateway has no such callers. A wildcard anywhere but in a lone
 // "*" is an error, as in AWS.
 //
-// Action values are "*" or "kms:<name>", where <name> may use the wildcards
+// Action values are "*" or "kms:<name>" (or "xks:<name>", the actions of
+// the external key store proxy API that a key's XKS policy decides), where <name> may use the wildcards
 // "*" (any run of characters) and "?" (one character); actions of other
 // services are an error. Resource values are "*" or ARNs, with the same
 // wildcards. NotPrincipal, NotAction and NotResource match whatever their

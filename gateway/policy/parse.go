@@ -502,8 +502,8 @@ func compileActions(n *node, path string) ([]pattern, *Error) {
 	out := make([]pattern, len(vals))
 	for i, v := range vals {
 		if v != "*" {
-			if len(v) < 5 || !strings.EqualFold(v[:4], "kms:") {
-				return nil, errorf(path, "%s is not a KMS action: expected \"kms:<Operation>\" (wildcards allowed) or \"*\"", excerpt(v))
+			if len(v) < 5 || !strings.EqualFold(v[:4], "kms:") && !strings.EqualFold(v[:4], "xks:") {
+				return nil, errorf(path, "%s is not a KMS action: expected \"kms:<Operation>\" (or \"xks:<Operation>\" in an external key's policy; wildcards allowed) or \"*\"", excerpt(v))
 			}
 			for j := 4; j < len(v); j++ {
 				c := v[j]

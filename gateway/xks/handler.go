@@ -292,9 +292,8 @@ func validateStore(s *Store) error {
 	if err := ValidatePrefix(s.prefix()); err != nil {
 		return fmt.Errorf("xks: key store %q: %w", s.Name, err)
 	}
-	if err := ValidateCredentials(s.Credentials()); err != nil {
-		return fmt.Errorf("xks: key store %q: %w", s.Name, err)
-	}
+	// Credentials are not checked here: they change while serving, and a
+	// store without any yet refuses every request until one is made.
 	for _, r := range s.Regions {
 		if r == "" || len(r) > 64 || !allBytes(r, isRegionByte) {
 			return fmt.Errorf("xks: key store %q: %q is not an AWS region name", s.Name, r)
@@ -699,6 +698,9 @@ func (st *store) verifier(h *Handler, region string) *sigv4.Verifier {
 func (st *store) lookupCredential(h *Handler) sigv4.Lookup {
 	return func(_ context.Context, id string) (sigv4.Credentials, error) {
 		cs := st.Credentials()
+		if len(cs) == 0 {
+			return sigv4.Credentials{}, sigv4.ErrUnknownAccessKey // none made yet, or all revoked
+		}
 		if err := ValidateCredentials(cs); err != nil {
 			if !st.warned.Swap(true) {
 				h.log().Error("xks: the key store's credentials are not valid; refusing its requests", "store", st.Name, "err", err)

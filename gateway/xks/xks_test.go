@@ -955,18 +955,17 @@ func TestConfig(t *testing.T) {
 	pool := &hsmpool.Pool{}
 	ok := func() *xks.Store { return &xks.Store{Name: "a", Prefix: "/a", Credentials: creds, Keys: newMemKeys()} }
 	for name, h := range map[string]*xks.Handler{
-		"no pool":          {Stores: []*xks.Store{ok()}},
-		"no store":         {Pool: pool},
-		"no name":          {Pool: pool, Stores: []*xks.Store{{Prefix: "/a", Credentials: creds, Keys: newMemKeys()}}},
-		"no keys":          {Pool: pool, Stores: []*xks.Store{{Name: "a", Credentials: creds}}},
-		"no credentials":   {Pool: pool, Stores: []*xks.Store{{Name: "a", Keys: newMemKeys()}}},
-		"zero credentials": {Pool: pool, Stores: []*xks.Store{{Name: "a", Keys: newMemKeys(), Credentials: func() []xks.Credential { return nil }}}},
-		"bad prefix":       {Pool: pool, Stores: []*xks.Store{{Name: "a", Prefix: "a/", Credentials: creds, Keys: newMemKeys()}}},
-		"same prefix":      {Pool: pool, Stores: []*xks.Store{ok(), func() *xks.Store { s := ok(); s.Name = "b"; return s }()}},
-		"same name":        {Pool: pool, Stores: []*xks.Store{ok(), func() *xks.Store { s := ok(); s.Prefix = "/b"; return s }()}},
-		"bad region":       {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.Regions = []string{"EU WEST"}; return s }()}},
-		"negative quota":   {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.MaxInFlight = -1; return s }()}},
-		"empty mTLS":       {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.ClientCert = &xks.ClientCertPolicy{}; return s }()}},
+		"no pool":        {Stores: []*xks.Store{ok()}},
+		"no store":       {Pool: pool},
+		"no name":        {Pool: pool, Stores: []*xks.Store{{Prefix: "/a", Credentials: creds, Keys: newMemKeys()}}},
+		"no keys":        {Pool: pool, Stores: []*xks.Store{{Name: "a", Credentials: creds}}},
+		"no credentials": {Pool: pool, Stores: []*xks.Store{{Name: "a", Keys: newMemKeys()}}},
+		"bad prefix":     {Pool: pool, Stores: []*xks.Store{{Name: "a", Prefix: "a/", Credentials: creds, Keys: newMemKeys()}}},
+		"same prefix":    {Pool: pool, Stores: []*xks.Store{ok(), func() *xks.Store { s := ok(); s.Name = "b"; return s }()}},
+		"same name":      {Pool: pool, Stores: []*xks.Store{ok(), func() *xks.Store { s := ok(); s.Prefix = "/b"; return s }()}},
+		"bad region":     {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.Regions = []string{"EU WEST"}; return s }()}},
+		"negative quota": {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.MaxInFlight = -1; return s }()}},
+		"empty mTLS":     {Pool: pool, Stores: []*xks.Store{func() *xks.Store { s := ok(); s.ClientCert = &xks.ClientCertPolicy{}; return s }()}},
 	} {
 		if err := h.Validate(); err == nil {
 			t.Errorf("%s: Validate() = nil", name)
@@ -975,6 +974,12 @@ func TestConfig(t *testing.T) {
 	h := &xks.Handler{Pool: pool, Stores: []*xks.Store{ok(), func() *xks.Store { s := ok(); s.Name, s.Prefix = "root", "/"; return s }()}}
 	if err := h.Validate(); err != nil {
 		t.Fatalf("Validate() = %v", err)
+	}
+	// A store without credentials yet is valid (it refuses requests until
+	// one is made).
+	none := &xks.Handler{Pool: pool, Stores: []*xks.Store{{Name: "a", Keys: newMemKeys(), Credentials: func() []xks.Credential { return nil }}}}
+	if err := none.Validate(); err != nil {
+		t.Fatalf("a store without credentials: Validate() = %v", err)
 	}
 	if got := h.Stores[1].URIPath(); got != "/kms/xks/v1" {
 		t.Errorf("URIPath of the root store = %q", got)

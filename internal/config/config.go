@@ -50,6 +50,32 @@ type Config struct {
 
 	// Pool is the [pool] section: the PKCS#11 slots and how they are used.
 	Pool Pool `toml:"pool"`
+
+	// XKS is the optional [xks] section: external key stores served to
+	// AWS KMS (docs/xks.md).
+	XKS *XKS `toml:"xks,omitempty"`
+}
+
+// XKS is the [xks] section.
+type XKS struct {
+	// FleetSize is the number of gateways serving the stores (reported to
+	// KMS by GetHealthStatus); 0 means 1.
+	FleetSize int `toml:"fleet_size,omitzero"`
+	// Timeout bounds one XKS request's work; 0 means 2s.
+	Timeout Duration `toml:"timeout,omitempty"`
+	// Stores are the external key stores, one [[xks.stores]] table each.
+	Stores []XKSStore `toml:"stores"`
+}
+
+// XKSStore is one [[xks.stores]] table. Its credentials are kept in the
+// keystore (hsmgate xks credential new), never in this file.
+type XKSStore struct {
+	Name        string   `toml:"name"`
+	Prefix      string   `toml:"prefix,omitempty"`
+	Regions     []string `toml:"regions,omitempty"`
+	MaxInFlight int      `toml:"max_in_flight,omitzero"`
+	RateLimit   float64  `toml:"rate_limit,omitzero"`
+	Burst       int      `toml:"burst,omitzero"`
 }
 
 // Defaults of the [gateway] section, used where a key is absent or zero.
@@ -62,6 +88,20 @@ const (
 	DefaultMaxInFlight    = 1024
 	DefaultShutdownGrace  = 30 * time.Second
 )
+
+// validStoreName checks an external key store's name: it names the
+// store's credential holder (principal "xks.<name>") and its audit records.
+func validStoreName(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // DefaultHosts are the names and addresses the server certificate covers
 // when [gateway] hosts is absent or empty: this machine only.
@@ -402,6 +442,24 @@ func Parse(b []byte) (*Config, error) {
 func (c *Config) Validate() error {
 	p := &c.Pool
 	errs := c.Gateway.validate()
+	if c.XKS != nil {
+		names := map[string]bool{}
+		for i, st := range c.XKS.Stores {
+			switch {
+			case !validStoreName(st.Name):
+				errs = append(errs, fmt.Errorf("xks.stores[%d].name %q: use 1 to 32 of a-z, 0-9 and -", i, st.Name))
+			case names[st.Name]:
+				errs = append(errs, fmt.Errorf("xks.stores[%d].name %q is used twice", i, st.Name))
+			}
+			names[st.Name] = true
+			if st.MaxInFlight < 0 || st.RateLimit < 0 || st.Burst < 0 {
+				errs = append(errs, fmt.Errorf("xks.stores[%d]: max_in_flight, rate_limit and burst can't be negative", i))
+			}
+		}
+		if c.XKS.FleetSize < 0 {
+			errs = append(errs, fmt.Errorf("xks.fleet_size is %d; it must be positive (or 0 for 1)", c.XKS.FleetSize))
+		}
+	}
 	if p.SessionsPerSlot < 0 {
 		errs = append(errs, fmt.Errorf("pool.sessions_per_slot is %d; it must be positive (or 0 for the default)", p.SessionsPerSlot))
 	}
