@@ -21,12 +21,32 @@ package gateway
 //	RevokeAccessKey         {AccessKeyId} -> {AccessKeyId, PrincipalName, AlreadyRevoked}
 //	IssueClientCertificate  {PrincipalName, CertificateSigningRequest (PEM), ValidityDays} -> {Certificate, CACertificate (PEM), NotAfter}
 //
+// and those of the external key stores (docs/xks.md):
+//
+//	CreateXKSCredential     {Store} -> {AccessKeyId, SecretAccessKey, Store}
+//	ListXKSCredentials      {Store} -> {Store, Credentials: [{AccessKeyId, Status, CreateDate}]}
+//	SetXKSKey               {KeyId, Store, ExternalKeyId, Usages, Policy} -> XKSKey
+//	CreateXKSKey            {Store, ExternalKeyId, Usages, Policy, Description} -> XKSKey
+//	RemoveXKSKey            {KeyId} -> XKSKey (as it was)
+//	ListXKSKeys             {Store} -> {Keys: [XKSKey]}
+//
+// An XKSKey is {KeyId, Store, ExternalKeyId, Usages, Policy, KeyState,
+// Description}. A store's credentials are access keys of the principal
+// "xks.<store>" (XKSPrincipal): RevokeAccessKey revokes them.
+// CreateXKSCredential and CreateXKSKey (a SYMMETRIC_DEFAULT key, then
+// marked) and SetXKSKey take only the stores the gateway serves
+// ([[xks.stores]]); the others take any store, so that what a store
+// removed from the configuration left behind can still be seen and
+// cleaned up. ExternalKeyId defaults to the key id, Usages to ENCRYPT and
+// DECRYPT; Policy is an optional key policy document deciding XKS requests
+// (actions xks:Encrypt, xks:Decrypt, xks:GetKeyMetadata).
+//
 // A Principal is {PrincipalName, Arn, Admin, Kind, Service, Tags,
 // CreationDate, AccessKeys: [{AccessKeyId, Status (Active|Revoked),
 // CreateDate}], KeysCreated}. Times are epoch seconds, as in KMS.
 //
-// CreateAccessKey's answer is the only place a secret access key appears:
-// it is neither logged nor audited. IssueClientCertificate takes a
+// CreateAccessKey's and CreateXKSCredential's answers are the only places
+// a secret access key appears: it is neither logged nor audited. IssueClientCertificate takes a
 // certificate signing request, so that the client's private key never
 // leaves the client; the request's signature must verify (proof that the
 // caller holds the key), and only its public key is used: the certificate
@@ -51,6 +71,8 @@ import (
 
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
+	"github.com/hsmgate/hsmgate/gateway/policy"
+	"github.com/hsmgate/hsmgate/gateway/xks"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/pki"
 )
@@ -162,6 +184,14 @@ type Admin struct {
 	CACertificates func(ctx context.Context) ([]*x509.Certificate, error)
 	// Log gets one line per change (never a secret); nil means none.
 	Log *slog.Logger
+	// XKSStores are the names of the external key stores served
+	// ([[xks.stores]]): CreateXKSCredential, SetXKSKey and CreateXKSKey
+	// refuse other stores. Nil takes any valid store name, for callers
+	// that check their configuration themselves (the hsmgate command).
+	XKSStores []string
+	// KMS creates CreateXKSKey's key; nil means a Service on Identities'
+	// pool and keystore.
+	KMS *kmsapi.Service
 }
 
 type adminHandler func(a *Admin, ctx context.Context, caller *kmsapi.Caller, body []byte) (any, error)
@@ -189,6 +219,12 @@ var adminOperations = map[string]adminHandler{
 	"CreateAccessKey":        adminOp((*Admin).createAccessKey),
 	"RevokeAccessKey":        adminOp((*Admin).revokeAccessKey),
 	"IssueClientCertificate": adminOp((*Admin).issueClientCertificate),
+	"CreateXKSCredential":    adminOp((*Admin).createXKSCredential),
+	"ListXKSCredentials":     adminOp((*Admin).listXKSCredentials),
+	"SetXKSKey":              adminOp((*Admin).setXKSKey),
+	"CreateXKSKey":           adminOp((*Admin).createXKSKey),
+	"RemoveXKSKey":           adminOp((*Admin).removeXKSKey),
+	"ListXKSKeys":            adminOp((*Admin).listXKSKeys),
 }
 
 // AdminOperations lists the admin operations, sorted, without the prefix.
@@ -202,10 +238,15 @@ func AdminOperations() []string {
 }
 
 // AdminNeedsPool reports whether an admin operation uses the HSM pool
-// (CreateAccessKey encrypts the secret; IssueClientCertificate signs with
-// the CA key).
+// (CreateAccessKey and CreateXKSCredential encrypt the secret;
+// IssueClientCertificate signs with the CA key; CreateXKSKey generates a
+// key).
 func AdminNeedsPool(op string) bool {
-	return op == "CreateAccessKey" || op == "IssueClientCertificate"
+	switch op {
+	case "CreateAccessKey", "IssueClientCertificate", "CreateXKSCredential", "CreateXKSKey":
+		return true
+	}
+	return false
 }
 
 // isAdminTarget reports whether a request's X-Amz-Target is for the admin
@@ -227,7 +268,13 @@ func operationName(target string) string {
 
 // admin serves an authenticated admin API request on the gateway.
 func (g *Gateway) admin(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
-	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log}
+	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log,
+		XKSStores: []string{}, KMS: g.service}
+	if g.cfg.XKS != nil {
+		for _, st := range g.cfg.XKS.Stores {
+			a.XKSStores = append(a.XKSStores, st.Name)
+		}
+	}
 	return a.Do(ctx, caller, target, body)
 }
 
@@ -603,4 +650,317 @@ func parseCSR(pemText string) (crypto.PublicKey, error) {
 		}
 	}
 	return nil, kmsapi.Errorf(kmsapi.ExValidation, "CertificateSigningRequest's key must be ECDSA P-256 or P-384, Ed25519, or RSA of at least 2048 bits.")
+}
+
+// Requests and answers of the external key stores' admin operations.
+type (
+	AdminXKSStoreInput             struct{ Store string }
+	AdminCreateXKSCredentialOutput struct {
+		AccessKeyId     string
+		SecretAccessKey string
+		Store           string
+	}
+	// AdminXKSCredential describes a credential of an external key store,
+	// without its secret.
+	AdminXKSCredential struct {
+		AccessKeyId string
+		Status      string // Active or Revoked
+		CreateDate  kmsapi.Epoch
+	}
+	AdminListXKSCredentialsOutput struct {
+		Store       string
+		Credentials []AdminXKSCredential
+	}
+	AdminSetXKSKeyInput struct {
+		KeyId string // a key id, key ARN or alias name
+		Store string
+		// ExternalKeyId is what AWS KMS names the key by; it defaults to
+		// the key id.
+		ExternalKeyId string
+		// Usages default to ENCRYPT and DECRYPT.
+		Usages []string
+		// Policy is an optional key policy document deciding XKS requests.
+		Policy string
+	}
+	AdminCreateXKSKeyInput struct {
+		Store         string
+		ExternalKeyId string // defaults to the new key's id
+		Usages        []string
+		Policy        string
+		Description   string
+	}
+	AdminXKSKeyInput struct{ KeyId string }
+	// AdminXKSKey describes a key marked for an external key store.
+	AdminXKSKey struct {
+		KeyId         string
+		Store         string
+		ExternalKeyId string
+		Usages        []string
+		Policy        string `json:",omitempty"`
+		KeyState      string
+		Description   string `json:",omitempty"`
+	}
+	AdminListXKSKeysOutput struct{ Keys []AdminXKSKey }
+)
+
+// DefaultXKSUsages are the usages of a key marked without any: what AWS
+// KMS's CreateKey needs of an external key.
+var DefaultXKSUsages = []string{xks.UsageEncrypt, xks.UsageDecrypt}
+
+// checkXKSStore checks a store name (as [[xks.stores]] names are: 1 to 32
+// of a-z, 0-9 and -) and, if served, that the gateway serves it.
+func (a *Admin) checkXKSStore(name string, served bool) error {
+	if name == "" {
+		return kmsapi.Errorf(kmsapi.ExValidation, "Store is required.")
+	}
+	valid := len(name) <= 32
+	for _, c := range name {
+		valid = valid && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-')
+	}
+	if !valid {
+		return kmsapi.Errorf(kmsapi.ExValidation, "Store %q is not an external key store name: 1 to 32 of a-z, 0-9 and -.", truncateRunes(name, 64))
+	}
+	if served && a.XKSStores != nil && !slices.Contains(a.XKSStores, name) {
+		if len(a.XKSStores) == 0 {
+			return kmsapi.Errorf(kmsapi.ExNotFound, "External key store %s is not served: the gateway's configuration has no [[xks.stores]].", name)
+		}
+		return kmsapi.Errorf(kmsapi.ExNotFound, "External key store %s is not served; the gateway serves %s.", name, strings.Join(a.XKSStores, ", "))
+	}
+	return nil
+}
+
+// validExternalKeyID reports whether id is an external key id as the XKS
+// specification allows: 1 to 128 of A-Z a-z 0-9 - . _.
+func validExternalKeyID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// xksUse checks what marks a key for a store and fills in the defaults;
+// keyID is the key's id (the default external id), or "" when not known
+// yet.
+func (a *Admin) xksUse(store, externalID, keyID string, usages []string, pol string) (*keystore.XKSUse, error) {
+	if err := a.checkXKSStore(store, true); err != nil {
+		return nil, err
+	}
+	if externalID == "" {
+		externalID = keyID
+	}
+	if externalID != "" && !validExternalKeyID(externalID) {
+		return nil, kmsapi.Errorf(kmsapi.ExValidation, "ExternalKeyId %q is not valid: 1 to 128 of A-Z a-z 0-9 - . _.", truncateRunes(externalID, 64))
+	}
+	if len(usages) == 0 {
+		usages = DefaultXKSUsages
+	}
+	for i, u := range usages {
+		if !slices.Contains(xks.ValidUsages, u) {
+			return nil, kmsapi.Errorf(kmsapi.ExValidation, "Usage %q is not one of %s.", truncateRunes(u, 32), strings.Join(xks.ValidUsages, ", "))
+		}
+		if slices.Contains(usages[:i], u) {
+			return nil, kmsapi.Errorf(kmsapi.ExValidation, "Usage %s is given twice.", u)
+		}
+	}
+	if pol != "" {
+		if _, err := policy.Parse([]byte(pol)); err != nil {
+			return nil, kmsapi.Errorf(kmsapi.ExMalformedPolicy, "Policy: %s.", strings.TrimSuffix(err.Error(), "."))
+		}
+	}
+	return &keystore.XKSUse{Store: store, ExternalID: externalID, Usages: slices.Clone(usages), Policy: pol}, nil
+}
+
+// resolveKey finds a key by id, key ARN or alias name.
+func (a *Admin) resolveKey(ref string) (*keystore.Key, error) {
+	if ref == "" {
+		return nil, kmsapi.Errorf(kmsapi.ExValidation, "KeyId is required.")
+	}
+	store := a.Identities.Store
+	id := ref
+	if strings.HasPrefix(ref, "arn:") {
+		_, after, ok := strings.Cut(ref, ":key/")
+		if !ok {
+			if _, alias, ok := strings.Cut(ref, ":alias/"); ok {
+				ref = "alias/" + alias
+			}
+		}
+		id = after
+	}
+	if strings.HasPrefix(ref, "alias/") {
+		al, err := store.Alias(ref)
+		if err != nil {
+			return nil, kmsapi.Errorf(kmsapi.ExNotFound, "Alias %s does not exist.", truncateRunes(ref, 256))
+		}
+		id = al.KeyID
+	}
+	k, err := store.Key(id)
+	if err != nil {
+		return nil, kmsapi.Errorf(kmsapi.ExNotFound, "Key %s does not exist.", truncateRunes(ref, 256))
+	}
+	return k, nil
+}
+
+func describeXKSKey(k *keystore.Key) AdminXKSKey {
+	d := AdminXKSKey{KeyId: k.ID, KeyState: k.State, Description: k.Description}
+	if k.XKS != nil {
+		d.Store, d.ExternalKeyId, d.Usages, d.Policy = k.XKS.Store, k.XKS.ExternalID, slices.Clone(k.XKS.Usages), k.XKS.Policy
+	}
+	return d
+}
+
+func (a *Admin) createXKSCredential(ctx context.Context, caller *kmsapi.Caller, req *AdminXKSStoreInput) (*AdminCreateXKSCredentialOutput, error) {
+	if err := a.checkXKSStore(req.Store, true); err != nil {
+		return nil, err
+	}
+	c, err := a.Identities.CreateXKSCredential(ctx, req.Store)
+	if err != nil {
+		return nil, err
+	}
+	a.changed(ctx, "CreateXKSCredential", caller, "store", req.Store, "access_key_id", c.AccessKeyID)
+	return &AdminCreateXKSCredentialOutput{AccessKeyId: c.AccessKeyID, SecretAccessKey: c.Secret, Store: req.Store}, nil
+}
+
+func (a *Admin) listXKSCredentials(_ context.Context, _ *kmsapi.Caller, req *AdminXKSStoreInput) (*AdminListXKSCredentialsOutput, error) {
+	if err := a.checkXKSStore(req.Store, false); err != nil {
+		return nil, err
+	}
+	out := &AdminListXKSCredentialsOutput{Store: req.Store, Credentials: []AdminXKSCredential{}}
+	for _, ak := range a.Identities.Store.AccessKeysOf(XKSPrincipal(req.Store)) {
+		d := describeAccessKey(ak)
+		out.Credentials = append(out.Credentials, AdminXKSCredential{AccessKeyId: d.AccessKeyId, Status: d.Status, CreateDate: d.CreateDate})
+	}
+	return out, nil
+}
+
+// markXKS marks a key, refusing keys AWS manages; the keystore refuses
+// keys that are not symmetric encryption keys and external ids in use.
+func (a *Admin) markXKS(k *keystore.Key, use *keystore.XKSUse) (*keystore.Key, error) {
+	if k.Managed() {
+		return nil, kmsapi.Errorf(kmsapi.ExValidation, "Key %s is an AWS managed key; it can't serve an external key store.", k.ID)
+	}
+	if err := a.Identities.Store.Apply(&keystore.SetXKS{KeyID: k.ID, XKS: use}); err != nil {
+		if errors.Is(err, keystore.ErrAlreadyExists) {
+			other, _ := a.Identities.Store.XKSKey(use.Store, use.ExternalID)
+			if other != nil {
+				return nil, kmsapi.Errorf(kmsapi.ExAlreadyExists, "External key store %s already has a key with external key id %s: key %s.", use.Store, use.ExternalID, other.ID)
+			}
+		}
+		return nil, err
+	}
+	return a.Identities.Store.Key(k.ID)
+}
+
+func (a *Admin) setXKSKey(ctx context.Context, caller *kmsapi.Caller, req *AdminSetXKSKeyInput) (*AdminXKSKey, error) {
+	k, err := a.resolveKey(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	use, err := a.xksUse(req.Store, req.ExternalKeyId, k.ID, req.Usages, req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if k, err = a.markXKS(k, use); err != nil {
+		return nil, err
+	}
+	a.changed(ctx, "SetXKSKey", caller, "key_id", k.ID, "store", use.Store, "external_key_id", use.ExternalID, "usages", use.Usages, "policy", use.Policy != "")
+	d := describeXKSKey(k)
+	return &d, nil
+}
+
+// kms is the KMS service that creates CreateXKSKey's keys.
+func (a *Admin) kms() *kmsapi.Service {
+	if a.KMS != nil {
+		return a.KMS
+	}
+	return &kmsapi.Service{Pool: a.Identities.Pool, Store: a.Identities.Store, Account: a.Account, Log: a.Log, Now: a.Identities.Now}
+}
+
+func (a *Admin) createXKSKey(ctx context.Context, caller *kmsapi.Caller, req *AdminCreateXKSKeyInput) (*AdminXKSKey, error) {
+	use, err := a.xksUse(req.Store, req.ExternalKeyId, "", req.Usages, req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if use.ExternalID != "" {
+		if other, err := a.Identities.Store.XKSKey(use.Store, use.ExternalID); err == nil {
+			return nil, kmsapi.Errorf(kmsapi.ExAlreadyExists, "External key store %s already has a key with external key id %s: key %s.", use.Store, use.ExternalID, other.ID)
+		}
+	}
+	// The key is the caller's, as if it had called CreateKey; one made by
+	// the hsmgate command on a stopped gateway is the admin's.
+	owner := *caller
+	if _, err := a.Identities.Store.Principal(owner.Principal); err != nil {
+		owner = kmsapi.Caller{Principal: AdminName, Admin: true}
+	}
+	body, err := json.Marshal(struct{ KeySpec, KeyUsage, Description string }{"SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", req.Description})
+	if err != nil {
+		return nil, err
+	}
+	resp, apiErr := a.kms().Do(ctx, owner, kmsapi.TargetPrefix+"CreateKey", body, nil)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	var created struct{ KeyMetadata struct{ KeyId string } }
+	if err := json.Unmarshal(resp, &created); err != nil || created.KeyMetadata.KeyId == "" {
+		return nil, fmt.Errorf("CreateKey's answer: %v", err)
+	}
+	k, err := a.Identities.Store.Key(created.KeyMetadata.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if use.ExternalID == "" {
+		use.ExternalID = k.ID
+	}
+	if k, err = a.markXKS(k, use); err != nil {
+		// Rare: another key took the external id meanwhile. The new key
+		// stays, unmarked, for the admin to mark or delete.
+		if a.Log != nil {
+			a.Log.WarnContext(ctx, "a key created for an external key store could not be marked", "key_id", created.KeyMetadata.KeyId, "store", use.Store, "err", err)
+		}
+		return nil, err
+	}
+	a.changed(ctx, "CreateXKSKey", caller, "key_id", k.ID, "store", use.Store, "external_key_id", use.ExternalID, "usages", use.Usages, "policy", use.Policy != "")
+	d := describeXKSKey(k)
+	return &d, nil
+}
+
+func (a *Admin) removeXKSKey(ctx context.Context, caller *kmsapi.Caller, req *AdminXKSKeyInput) (*AdminXKSKey, error) {
+	k, err := a.resolveKey(req.KeyId)
+	if err != nil {
+		return nil, err
+	}
+	if k.XKS == nil {
+		return nil, kmsapi.Errorf(kmsapi.ExNotFound, "Key %s serves no external key store.", k.ID)
+	}
+	d := describeXKSKey(k)
+	if err := a.Identities.Store.Apply(&keystore.SetXKS{KeyID: k.ID}); err != nil {
+		return nil, err
+	}
+	a.changed(ctx, "RemoveXKSKey", caller, "key_id", k.ID, "store", d.Store, "external_key_id", d.ExternalKeyId)
+	return &d, nil
+}
+
+// listXKSKeys lists the keys of a store (of every store when Store is
+// empty), by store and external key id.
+func (a *Admin) listXKSKeys(_ context.Context, _ *kmsapi.Caller, req *AdminXKSStoreInput) (*AdminListXKSKeysOutput, error) {
+	if req.Store != "" {
+		if err := a.checkXKSStore(req.Store, false); err != nil {
+			return nil, err
+		}
+	}
+	keys, _ := a.Identities.Store.Keys("", 1<<30, func(k *keystore.Key) bool {
+		return k.XKS != nil && (req.Store == "" || k.XKS.Store == req.Store)
+	})
+	out := &AdminListXKSKeysOutput{Keys: make([]AdminXKSKey, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, describeXKSKey(k))
+	}
+	slices.SortFunc(out.Keys, func(x, y AdminXKSKey) int {
+		return strings.Compare(x.Store+"\x00"+x.ExternalKeyId, y.Store+"\x00"+y.ExternalKeyId)
+	})
+	return out, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/audit"
@@ -314,6 +315,268 @@ func TestAdminAPI(t *testing.T) {
 		raw, _ := os.ReadFile(f)
 		if bytes.Contains(raw, []byte(secret)) {
 			t.Errorf("%s holds an access key's secret", f)
+		}
+	}
+}
+
+// adminXKSCall sends an XKS request for the store under prefix, signed with a
+// credential, and returns the status and the body.
+func adminXKSCall(t *testing.T, client *http.Client, url, prefix, path, akid, secret, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+prefix+"/kms/xks/v1"+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	sum := sha256.Sum256([]byte(body))
+	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret}, req,
+		hex.EncodeToString(sum[:]), "kms-xks-proxy", testRegion, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+// The external key stores' admin operations, end to end: credentials that
+// work at once and are revoked at once, keys marked, refused and unmarked,
+// for admins only, and audited without the secrets.
+func TestAdminXKS(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "/xks/prod"
+	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w,
+		XKS: &gateway.XKSOptions{Stores: []gateway.XKSStore{{Name: "prod", Prefix: prefix}, {Name: "test"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	admin := tg.adminMTLS(t, url)
+	var ops []string
+	do := func(c *adminClient, op string, in, out any) string {
+		t.Helper()
+		ops = append(ops, op)
+		return c.call(op, in, out)
+	}
+	must := func(op string, in, out any) {
+		t.Helper()
+		if typ := do(admin, op, in, out); typ != "" {
+			t.Fatalf("%s: %s", op, typ)
+		}
+	}
+	xksClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}}
+	defer xksClient.CloseIdleConnections()
+	health := `{"requestMetadata":{"kmsOperation":"CreateCustomKeyStore","kmsRequestId":"x"}}`
+
+	// Two credentials; a third is refused until one is revoked.
+	var creds []gateway.AdminCreateXKSCredentialOutput
+	for range 2 {
+		var c gateway.AdminCreateXKSCredentialOutput
+		must("CreateXKSCredential", gateway.AdminXKSStoreInput{Store: "prod"}, &c)
+		if c.Store != "prod" || len(c.AccessKeyId) < 20 || len(c.SecretAccessKey) < 43 {
+			t.Fatalf("CreateXKSCredential: %+v", c)
+		}
+		creds = append(creds, c)
+	}
+	if typ := do(admin, "CreateXKSCredential", gateway.AdminXKSStoreInput{Store: "prod"}, nil); typ != "ValidationException" {
+		t.Errorf("a third credential: %s, want ValidationException", typ)
+	}
+	for store, want := range map[string]string{"other": "NotFoundException", "Bad_Name": "ValidationException", "": "ValidationException"} {
+		if typ := do(admin, "CreateXKSCredential", gateway.AdminXKSStoreInput{Store: store}, nil); typ != want {
+			t.Errorf("a credential of store %q: %s, want %s", store, typ, want)
+		}
+	}
+	// Both work at once; neither signs KMS or admin requests.
+	for _, c := range creds {
+		if code, body := adminXKSCall(t, xksClient, url, prefix, "/health", c.AccessKeyId, c.SecretAccessKey, health); code != 200 {
+			t.Errorf("health with a new credential: %d %s", code, body)
+		}
+	}
+	if code, _ := adminXKSCall(t, xksClient, url, "", "/health", creds[0].AccessKeyId, creds[0].SecretAccessKey, health); code != 401 {
+		t.Errorf("store test with prod's credential: %d, want 401", code)
+	}
+	xksAsAdmin := tg.adminSigV4(t, url, creds[0].AccessKeyId, creds[0].SecretAccessKey)
+	if typ := do(xksAsAdmin, "ListXKSKeys", gateway.AdminXKSStoreInput{}, nil); typ != "UnrecognizedClientException" {
+		t.Errorf("an XKS credential on the admin API: %s", typ)
+	}
+
+	var list gateway.AdminListXKSCredentialsOutput
+	must("ListXKSCredentials", gateway.AdminXKSStoreInput{Store: "prod"}, &list)
+	if len(list.Credentials) != 2 || list.Credentials[0].Status != "Active" || list.Credentials[1].Status != "Active" {
+		t.Fatalf("ListXKSCredentials: %+v", list)
+	}
+	var rev gateway.AdminRevokeAccessKeyOutput
+	must("RevokeAccessKey", gateway.AdminRevokeAccessKeyInput{AccessKeyId: creds[0].AccessKeyId}, &rev)
+	if rev.PrincipalName != gateway.XKSPrincipal("prod") {
+		t.Errorf("RevokeAccessKey of a credential: %+v", rev)
+	}
+	if code, body := adminXKSCall(t, xksClient, url, prefix, "/health", creds[0].AccessKeyId, creds[0].SecretAccessKey, health); code != 401 ||
+		!strings.Contains(body, "AuthenticationFailedException") {
+		t.Errorf("health with a revoked credential: %d %s", code, body)
+	}
+	must("ListXKSCredentials", gateway.AdminXKSStoreInput{Store: "prod"}, &list)
+	states := map[string]string{}
+	for _, c := range list.Credentials {
+		states[c.AccessKeyId] = c.Status
+	}
+	if len(states) != 2 || states[creds[0].AccessKeyId] != "Revoked" || states[creds[1].AccessKeyId] != "Active" {
+		t.Errorf("ListXKSCredentials after a revocation: %+v", list)
+	}
+	var third gateway.AdminCreateXKSCredentialOutput
+	must("CreateXKSCredential", gateway.AdminXKSStoreInput{Store: "prod"}, &third)
+	must("ListXKSCredentials", gateway.AdminXKSStoreInput{Store: "test"}, &list)
+	if len(list.Credentials) != 0 {
+		t.Errorf("store test's credentials: %+v", list)
+	}
+
+	// Keys: marked with the defaults, an external id used twice refused, a
+	// signing key refused.
+	kc := tg.mtlsClient(t)
+	newKey := func(spec types.KeySpec, usage types.KeyUsageType) string {
+		t.Helper()
+		out, err := kc.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: spec, KeyUsage: usage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *out.KeyMetadata.KeyId
+	}
+	k1, k2 := newKey(types.KeySpecSymmetricDefault, types.KeyUsageTypeEncryptDecrypt), newKey(types.KeySpecSymmetricDefault, types.KeyUsageTypeEncryptDecrypt)
+	signing := newKey(types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify)
+	var marked gateway.AdminXKSKey
+	must("SetXKSKey", gateway.AdminSetXKSKeyInput{KeyId: k1, Store: "prod"}, &marked)
+	if marked.KeyId != k1 || marked.Store != "prod" || marked.ExternalKeyId != k1 || strings.Join(marked.Usages, ",") != "ENCRYPT,DECRYPT" {
+		t.Errorf("SetXKSKey with the defaults: %+v", marked)
+	}
+	if k, _ := tg.store.XKSKey("prod", k1); k == nil || k.ID != k1 {
+		t.Error("the keystore does not find the marked key by its external id")
+	}
+	meta := `{"requestMetadata":{"awsPrincipalArn":"arn:aws:iam::123456789012:user/u","kmsOperation":"DescribeKey","kmsRequestId":"y"}}`
+	if code, body := adminXKSCall(t, xksClient, url, prefix, "/keys/"+k1+"/metadata", third.AccessKeyId, third.SecretAccessKey, meta); code != 200 ||
+		!strings.Contains(body, `"keyStatus":"ENABLED"`) {
+		t.Errorf("GetKeyMetadata of the marked key: %d %s", code, body)
+	}
+	if typ := do(admin, "SetXKSKey", gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", ExternalKeyId: k1}, nil); typ != "AlreadyExistsException" {
+		t.Errorf("a second key with the same external id: %s", typ)
+	}
+	if typ := do(admin, "SetXKSKey", gateway.AdminSetXKSKeyInput{KeyId: signing, Store: "prod"}, nil); typ != "ValidationException" {
+		t.Errorf("marking a signing key: %s", typ)
+	}
+	for name, c := range map[string]struct {
+		in   gateway.AdminSetXKSKeyInput
+		want string
+	}{
+		"unknown key":    {gateway.AdminSetXKSKeyInput{KeyId: "1234abcd-12ab-34cd-56ef-1234567890ab", Store: "prod"}, "NotFoundException"},
+		"unserved store": {gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "other"}, "NotFoundException"},
+		"no store":       {gateway.AdminSetXKSKeyInput{KeyId: k2}, "ValidationException"},
+		"bad usage":      {gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", Usages: []string{"SIGN"}}, "ValidationException"},
+		"usage twice":    {gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", Usages: []string{"ENCRYPT", "ENCRYPT"}}, "ValidationException"},
+		"bad ext id":     {gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", ExternalKeyId: "no spaces"}, "ValidationException"},
+		"bad policy":     {gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", Policy: `{"Statement":"x"}`}, "MalformedPolicyDocumentException"},
+	} {
+		if typ := do(admin, "SetXKSKey", c.in, nil); typ != c.want {
+			t.Errorf("SetXKSKey, %s: %s, want %s", name, typ, c.want)
+		}
+	}
+	// The same external id in another store, with a policy.
+	pol := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"xks:*","Resource":"*"}]}`
+	arn := "arn:aws:kms:" + testRegion + ":" + testAccount + ":key/" + k2
+	must("SetXKSKey", gateway.AdminSetXKSKeyInput{KeyId: arn, Store: "test", ExternalKeyId: k1, Usages: []string{"ENCRYPT", "DECRYPT", "WRAP"}, Policy: pol}, &marked)
+	if marked.KeyId != k2 || marked.Store != "test" || marked.ExternalKeyId != k1 || len(marked.Usages) != 3 || marked.Policy != pol {
+		t.Errorf("SetXKSKey by ARN, with a policy: %+v", marked)
+	}
+
+	// A key made for the store: AES-256, the admin's, marked.
+	var made gateway.AdminXKSKey
+	must("CreateXKSKey", gateway.AdminCreateXKSKeyInput{Store: "prod", ExternalKeyId: "made-1", Description: "for XKS"}, &made)
+	if k, err := tg.store.Key(made.KeyId); err != nil || k.Spec != "SYMMETRIC_DEFAULT" || k.Owner != "admin" || k.Description != "for XKS" ||
+		k.XKS == nil || k.XKS.ExternalID != "made-1" || made.KeyState != "Enabled" {
+		t.Errorf("CreateXKSKey: %+v, keystore %+v (%v)", made, k, err)
+	}
+	if typ := do(admin, "CreateXKSKey", gateway.AdminCreateXKSKeyInput{Store: "prod", ExternalKeyId: "made-1"}, nil); typ != "AlreadyExistsException" {
+		t.Errorf("CreateXKSKey with an external id in use: %s", typ)
+	}
+	var keys gateway.AdminListXKSKeysOutput
+	must("ListXKSKeys", gateway.AdminXKSStoreInput{Store: "prod"}, &keys)
+	if len(keys.Keys) != 2 || keys.Keys[0].KeyId != k1 && keys.Keys[1].KeyId != k1 {
+		t.Errorf("ListXKSKeys of prod: %+v", keys)
+	}
+	must("ListXKSKeys", gateway.AdminXKSStoreInput{}, &keys)
+	if len(keys.Keys) != 3 {
+		t.Errorf("ListXKSKeys of every store: %+v", keys)
+	}
+
+	// Unmarked, the key is unknown to the store at once.
+	var removed gateway.AdminXKSKey
+	must("RemoveXKSKey", gateway.AdminXKSKeyInput{KeyId: k1}, &removed)
+	if removed.Store != "prod" || removed.ExternalKeyId != k1 {
+		t.Errorf("RemoveXKSKey: %+v", removed)
+	}
+	if code, body := adminXKSCall(t, xksClient, url, prefix, "/keys/"+k1+"/metadata", third.AccessKeyId, third.SecretAccessKey, meta); code != 404 {
+		t.Errorf("GetKeyMetadata of an unmarked key: %d %s", code, body)
+	}
+	if typ := do(admin, "RemoveXKSKey", gateway.AdminXKSKeyInput{KeyId: k1}, nil); typ != "NotFoundException" {
+		t.Errorf("RemoveXKSKey of an unmarked key: %s", typ)
+	}
+	must("ListXKSKeys", gateway.AdminXKSStoreInput{Store: "prod"}, &keys)
+	if len(keys.Keys) != 1 || keys.Keys[0].KeyId != made.KeyId {
+		t.Errorf("ListXKSKeys after RemoveXKSKey: %+v", keys)
+	}
+	// The external id is free again.
+	must("SetXKSKey", gateway.AdminSetXKSKeyInput{KeyId: k2, Store: "prod", ExternalKeyId: k1}, nil)
+
+	// Admins only.
+	must("CreatePrincipal", gateway.AdminCreatePrincipalInput{PrincipalName: "alice"}, nil)
+	var key gateway.AdminCreateAccessKeyOutput
+	must("CreateAccessKey", gateway.AdminPrincipalInput{PrincipalName: "alice"}, &key)
+	alice := tg.adminSigV4(t, url, key.AccessKey.AccessKeyId, key.AccessKey.SecretAccessKey)
+	for _, op := range []string{"CreateXKSCredential", "ListXKSCredentials", "SetXKSKey", "CreateXKSKey", "RemoveXKSKey", "ListXKSKeys"} {
+		if typ := do(alice, op, map[string]string{"Store": "prod", "KeyId": k2}, nil); typ != "AccessDeniedException" {
+			t.Errorf("alice's %s: %s, want AccessDeniedException", op, typ)
+		}
+	}
+	if k, _ := tg.store.Key(k2); k.XKS == nil {
+		t.Error("alice unmarked a key")
+	}
+
+	// One audit record per call, by name; no secret in the log.
+	admin.http.CloseIdleConnections()
+	alice.http.CloseIdleConnections()
+	xksAsAdmin.http.CloseIdleConnections()
+	xksClient.CloseIdleConnections()
+	stop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	err = audit.Query(filepath.Join(tg.dir, gateway.AuditDir), audit.Filter{}, func(r audit.Record) error {
+		if r.Kind == audit.KindRecord && strings.HasPrefix(r.Operation, "HsmGate.") {
+			got = append(got, r.Operation)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ops) {
+		t.Fatalf("%d admin audit records for %d admin calls", len(got), len(ops))
+	}
+	for i, op := range got {
+		if op != "HsmGate."+ops[i] {
+			t.Errorf("audit record %d: %s, want HsmGate.%s", i, op, ops[i])
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(tg.dir, gateway.AuditDir, "*"))
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		for _, c := range append(creds, third) {
+			if bytes.Contains(raw, []byte(c.SecretAccessKey)) {
+				t.Errorf("%s holds a credential's secret", f)
+			}
 		}
 	}
 }

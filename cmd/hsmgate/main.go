@@ -8,6 +8,8 @@
 //	hsmgate principal …        principals, their access keys and certificates
 //	                           (gateway stopped or running)
 //	hsmgate pool check         show every slot and run a round trip on each
+//	hsmgate xks …              external key stores for AWS KMS: their credentials
+//	                           and keys (gateway stopped or running)
 //	hsmgate apply FILE         make the running gateway's keys match a TOML
 //	                           file (keys as code; --plan shows the changes)
 //
@@ -238,6 +240,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					},
 				},
 			},
+			xksCommand(),
 			{
 				Name: "apply",
 				Usage: "make the running gateway's keys match a TOML file: keys, aliases, descriptions, tags, key policies, rotation, " +
