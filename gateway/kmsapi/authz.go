@@ -202,6 +202,18 @@ func (s *Service) authorize(ctx context.Context, c Caller, action string, k *key
 	return s.denied(&c, action, k)
 }
 
+// authorized resolves keyID and checks that c may run action on it.
+func (s *Service) authorized(ctx context.Context, c Caller, action, keyID string) (*keystore.Key, error) {
+	k, err := s.resolve(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, c, action, k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
 func (s *Service) denied(c *Caller, action string, k *keystore.Key) error {
 	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no resource-based policy allows the kms:%s action.",
 		s.callerARN(c), action, s.keyARN(k.ID), action)

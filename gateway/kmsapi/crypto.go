@@ -338,18 +338,9 @@ func (s *Service) dataKey(ctx context.Context, c Caller, action string, req *gen
 	if req.Recipient != nil {
 		return nil, Errorf(ExUnsupported, "Recipient (attested enclaves) is not supported.")
 	}
-	if err := checkContext(req.EncryptionContext); err != nil {
-		return nil, err
-	}
-	k, err := s.usable(ctx, c, action, req.KeyId, UsageEncryptDecrypt)
+	k, err := s.dataKeyProtector(ctx, c, action, req.KeyId, req.EncryptionContext, req.DryRun)
 	if err != nil {
 		return nil, err
-	}
-	if k.Spec != symmetricDefault {
-		return nil, Errorf(ExInvalidKeyUsage, "%s is not a symmetric encryption key.", s.keyARN(k.ID))
-	}
-	if req.DryRun {
-		return nil, dryRun()
 	}
 	pt, err := s.Pool.Random(ctx, n)
 	if err != nil {
@@ -360,6 +351,26 @@ func (s *Service) dataKey(ctx context.Context, c Caller, action string, req *gen
 		return nil, err
 	}
 	return &generateDataKeyResponse{CiphertextBlob: blob, Plaintext: pt, KeyId: s.keyARN(k.ID)}, nil
+}
+
+// dataKeyProtector resolves the symmetric encryption key that is to
+// encrypt a data key or a data key pair's private key, with everything a
+// DryRun checks.
+func (s *Service) dataKeyProtector(ctx context.Context, c Caller, action, keyID string, ec map[string]string, dry bool) (*keystore.Key, error) {
+	if err := checkContext(ec); err != nil {
+		return nil, err
+	}
+	k, err := s.usable(ctx, c, action, keyID, UsageEncryptDecrypt)
+	if err != nil {
+		return nil, err
+	}
+	if k.Spec != symmetricDefault {
+		return nil, Errorf(ExInvalidKeyUsage, "%s is not a symmetric encryption key.", s.keyARN(k.ID))
+	}
+	if dry {
+		return nil, dryRun()
+	}
+	return k, nil
 }
 
 func (s *Service) generateDataKey(ctx context.Context, c Caller, req *generateDataKeyRequest) (*generateDataKeyResponse, error) {

@@ -362,11 +362,8 @@ func (s *Service) listGrants(ctx context.Context, c Caller, req *listGrantsReque
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "ListGrants", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "ListGrants", k); err != nil {
 		return nil, err
 	}
 	var grants []*keystore.Grant
@@ -456,11 +453,8 @@ func (s *Service) revokeGrant(ctx context.Context, c Caller, req *retireGrantReq
 	if req.GrantId == "" {
 		return nil, Errorf(ExValidation, "GrantId is required.")
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "RevokeGrant", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "RevokeGrant", k); err != nil {
 		return nil, err
 	}
 	g, err := s.Store.Grant(req.GrantId)

@@ -59,18 +59,9 @@ func (s *Service) dataKeyPair(ctx context.Context, c Caller, action string, req 
 	case req.Recipient != nil:
 		return nil, Errorf(ExUnsupported, "Recipient (attested enclaves) is not supported.")
 	}
-	if err := checkContext(req.EncryptionContext); err != nil {
-		return nil, err
-	}
-	k, err := s.usable(ctx, c, action, req.KeyId, UsageEncryptDecrypt)
+	k, err := s.dataKeyProtector(ctx, c, action, req.KeyId, req.EncryptionContext, req.DryRun)
 	if err != nil {
 		return nil, err
-	}
-	if k.Spec != symmetricDefault {
-		return nil, Errorf(ExInvalidKeyUsage, "%s is not a symmetric encryption key.", s.keyARN(k.ID))
-	}
-	if req.DryRun {
-		return nil, dryRun()
 	}
 	priv, err := gen()
 	if err != nil {

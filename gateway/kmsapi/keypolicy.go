@@ -46,11 +46,8 @@ func (s *Service) getKeyPolicy(ctx context.Context, c Caller, req *getKeyPolicyR
 	if err := checkPolicyName(req.PolicyName); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "GetKeyPolicy", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "GetKeyPolicy", k); err != nil {
 		return nil, err
 	}
 	text := k.Policy
@@ -64,11 +61,7 @@ func (s *Service) listKeyPolicies(ctx context.Context, c Caller, req *listReques
 	if _, err := limitOf(req.Limit); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, req.KeyId)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "ListKeyPolicies", k); err != nil {
+	if _, err := s.authorized(ctx, c, "ListKeyPolicies", req.KeyId); err != nil {
 		return nil, err
 	}
 	return &listKeyPoliciesResponse{PolicyNames: []string{defaultPolicyName}}, nil
@@ -78,11 +71,8 @@ func (s *Service) putKeyPolicy(ctx context.Context, c Caller, req *putKeyPolicyR
 	if err := checkPolicyName(req.PolicyName); err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "PutKeyPolicy", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "PutKeyPolicy", k); err != nil {
 		return nil, err
 	}
 	if k.Managed() {

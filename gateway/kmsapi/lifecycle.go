@@ -117,11 +117,8 @@ func (s *Service) enableKeyRotation(ctx context.Context, c Caller, req *enableRo
 			return nil, Errorf(ExValidation, "RotationPeriodInDays must be between %d and %d.", minRotationDays, maxRotationDays)
 		}
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "EnableKeyRotation", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "EnableKeyRotation", k); err != nil {
 		return nil, err
 	}
 	if err := s.rotatable(k, "automatic rotation"); err != nil {
@@ -141,11 +138,8 @@ func (s *Service) enableKeyRotation(ctx context.Context, c Caller, req *enableRo
 }
 
 func (s *Service) disableKeyRotation(ctx context.Context, c Caller, req *keyIDRequest) (*empty, error) {
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "DisableKeyRotation", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "DisableKeyRotation", k); err != nil {
 		return nil, err
 	}
 	if err := s.rotatable(k, "automatic rotation"); err != nil {
@@ -158,11 +152,8 @@ func (s *Service) disableKeyRotation(ctx context.Context, c Caller, req *keyIDRe
 }
 
 func (s *Service) getKeyRotationStatus(ctx context.Context, c Caller, req *keyIDRequest) (*rotationStatusResponse, error) {
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "GetKeyRotationStatus", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "GetKeyRotationStatus", k); err != nil {
 		return nil, err
 	}
 	if k.State == keystore.StatePendingDeletion {
@@ -178,11 +169,8 @@ func (s *Service) getKeyRotationStatus(ctx context.Context, c Caller, req *keyID
 }
 
 func (s *Service) rotateKeyOnDemand(ctx context.Context, c Caller, req *keyIDRequest) (*keyIDResponse, error) {
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "RotateKeyOnDemand", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "RotateKeyOnDemand", k); err != nil {
 		return nil, err
 	}
 	if err := s.rotatable(k, "RotateKeyOnDemand"); err != nil {
@@ -204,11 +192,8 @@ func (s *Service) listKeyRotations(ctx context.Context, c Caller, req *listReque
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "ListKeyRotations", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "ListKeyRotations", k); err != nil {
 		return nil, err
 	}
 	if k.Spec != symmetricDefault {
@@ -382,11 +367,8 @@ func (s *Service) scheduleKeyDeletion(ctx context.Context, c Caller, req *schedu
 			return nil, Errorf(ExValidation, "PendingWindowInDays must be between %d and %d.", minPendingWindowDays, maxPendingWindowDays)
 		}
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "ScheduleKeyDeletion", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "ScheduleKeyDeletion", k); err != nil {
 		return nil, err
 	}
 	if k.Managed() {
@@ -403,11 +385,8 @@ func (s *Service) scheduleKeyDeletion(ctx context.Context, c Caller, req *schedu
 }
 
 func (s *Service) cancelKeyDeletion(ctx context.Context, c Caller, req *keyIDRequest) (*keyIDResponse, error) {
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "CancelKeyDeletion", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "CancelKeyDeletion", k); err != nil {
 		return nil, err
 	}
 	if k.State != keystore.StatePendingDeletion {

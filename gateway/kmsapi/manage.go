@@ -142,11 +142,8 @@ func keyManager(k *keystore.Key) string {
 }
 
 func (s *Service) describeKey(ctx context.Context, c Caller, req *keyIDRequest) (*keyMetadataResponse, error) {
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "DescribeKey", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "DescribeKey", k); err != nil {
 		return nil, err
 	}
 	return &keyMetadataResponse{KeyMetadata: s.metadata(k)}, nil
@@ -233,11 +230,8 @@ func (s *Service) updateKeyDescription(ctx context.Context, c Caller, req *updat
 	if utf8.RuneCountInString(*req.Description) > maxDescription {
 		return nil, Errorf(ExValidation, "Description is longer than %d characters.", maxDescription)
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "UpdateKeyDescription", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "UpdateKeyDescription", k); err != nil {
 		return nil, err
 	}
 	if k.Managed() {
@@ -428,11 +422,8 @@ func (s *Service) tagResource(ctx context.Context, c Caller, req *tagResourceReq
 	if len(tags) == 0 {
 		return nil, Errorf(ExValidation, "Tags is required.")
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "TagResource", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "TagResource", k); err != nil {
 		return nil, err
 	}
 	if k.Managed() {
@@ -455,11 +446,8 @@ func (s *Service) untagResource(ctx context.Context, c Caller, req *untagResourc
 	if len(req.TagKeys) == 0 {
 		return nil, Errorf(ExValidation, "TagKeys is required.")
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "UntagResource", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "UntagResource", k); err != nil {
 		return nil, err
 	}
 	if k.Managed() {
@@ -479,11 +467,8 @@ func (s *Service) listResourceTags(ctx context.Context, c Caller, req *listReque
 	if req.Limit != nil && limit > 50 {
 		limit = 50 // AWS caps this list at 50
 	}
-	k, err := s.resolve(ctx, req.KeyId)
+	k, err := s.authorized(ctx, c, "ListResourceTags", req.KeyId)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, c, "ListResourceTags", k); err != nil {
 		return nil, err
 	}
 	names := make([]string, 0, len(k.Tags))
