@@ -105,7 +105,7 @@
 //
 // PCRs cannot be reset by software; only a TPM reset (a reboot, or an swtpm
 // restart) clears them. But the gateway process can restart without one, and
-// `hsmgate boot` may measure before `hsmgate serve` starts. So the log is
+// `hsmgate attest measure` may measure before `hsmgate serve` starts. So the log is
 // tied to the TPM's boot cycle, the reset counter from TPM2_ReadClock
 // (BootID), and Open decides:
 //
@@ -128,7 +128,7 @@
 //
 // Measurements are only as trustworthy as the code that makes them: the
 // gateway measuring itself proves nothing against a gateway binary that
-// lies. The component that measures (the `hsmgate boot` step, run from the
+// lies. The component that measures (the `hsmgate attest measure` step, run from the
 // image before the gateway binary is executed) must itself be measured by
 // the platform, which is what the firmware event log and a Secure Boot PCR 7
 // pin in the golden policy cover.

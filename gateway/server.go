@@ -7,8 +7,11 @@
 //	POST /         AWS KMS JSON 1.1 (X-Amz-Target: TrentService.<Operation>)
 //	POST /         the admin API, for admin principals (X-Amz-Target: HsmGate.<Operation>; see admin.go)
 //	GET  /healthz  200 while the process serves
-//	GET  /readyz   200 while the pool has a healthy slot, else 503
+//	GET  /readyz   200 while the pool has a healthy slot (and, with a TPM,
+//	               while attestation holds), else 503
 //	GET  /metrics  Prometheus metrics
+//	GET  /attestation?nonce=<hex>  a TPM attestation document, for
+//	               authenticated callers (attestation.go)
 //
 // # Authentication
 //
@@ -71,19 +74,24 @@ type Config struct {
 	MaxInFlight int
 	// XKS, when set, also serves the External Key Store proxy API.
 	XKS *XKSOptions
+	// Attestation, when set, serves GET /attestation from the TPM that
+	// measured this boot, and makes /readyz follow its Check
+	// (attestation.go; docs/attestation.md).
+	Attestation *AttestationOptions
 }
 
 // Gateway serves the API. Create it with New.
 type Gateway struct {
-	cfg        Config
-	log        *slog.Logger
-	service    *kmsapi.Service
-	identities *Identities
-	verifier   *sigv4.Verifier
-	metrics    *metrics
-	mux        *http.ServeMux
-	inFlight   chan struct{}
-	xks        *xks.Handler // nil without external key stores
+	cfg         Config
+	log         *slog.Logger
+	service     *kmsapi.Service
+	identities  *Identities
+	verifier    *sigv4.Verifier
+	metrics     *metrics
+	mux         *http.ServeMux
+	inFlight    chan struct{}
+	xks         *xks.Handler      // nil without external key stores
+	attestation *attestationState // nil without a TPM
 }
 
 // New builds a gateway on an open pool and keystore.
@@ -120,6 +128,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
 	g.mux.Handle("GET /metrics", g.metrics.handler())
+	g.mux.HandleFunc("GET /attestation", g.serveAttestation)
+	if err := g.setupAttestation(); err != nil {
+		return nil, err
+	}
 	if cfg.XKS != nil && len(cfg.XKS.Stores) > 0 {
 		h, err := g.newXKS(cfg.XKS)
 		if err != nil {
@@ -142,6 +154,10 @@ func (g *Gateway) Handler() http.Handler {
 }
 
 func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if err := g.attestationReady(); err != nil {
+		http.Error(w, "not ready: attestation: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	if n := g.cfg.Pool.Healthy(); n > 0 {
 		fmt.Fprintf(w, "ready: %d healthy HSM slots\n", n)
 		return

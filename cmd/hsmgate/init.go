@@ -42,16 +42,28 @@ const maxDevTokens = 64
 //     the [gateway] section.
 //
 // A plaintext PIN file is a development convenience only: on a production
-// gateway the PIN comes from pin_env (and, in a later version, is sealed to
-// the TPM). See docs/configuration.md.
+// gateway the PIN comes from pin_env, and `hsmgate attest seal-pins` seals it
+// to the TPM. See docs/configuration.md.
+//
+// attestMode chooses the [attest] section (initAttest…): with "auto", the
+// default, the development gateway gets hsmgate's own swtpm when swtpm is
+// installed, and no TPM otherwise. Its boot is then measured and it serves
+// /attestation; its PIN stays in the PIN file, unsealed, until `hsmgate
+// attest seal-pins` (a development gateway's configuration is edited often,
+// and each edit would need a new seal).
 //
 // When the data folder already has a configuration (an operator describing
 // real HSMs), init uses that pool instead (runInitConfigured). It never
 // replaces an existing gateway. The configuration is written last, so a
 // failed init removes what it created and can simply be run again.
-func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Writer, log *slog.Logger) (err error) {
+func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestMode string, w io.Writer, log *slog.Logger) (err error) {
 	if n < 1 || n > maxDevTokens {
 		return fmt.Errorf("init: --tokens %d: want between 1 and %d", n, maxDevTokens)
+	}
+	switch attestMode {
+	case initAttestAuto, initAttestSwtpm, initAttestOff:
+	default:
+		return fmt.Errorf("init: --attest %q: want %s, %s or %s", attestMode, initAttestAuto, initAttestSwtpm, initAttestOff)
 	}
 	if len(hosts) == 0 {
 		hosts = config.DefaultHosts()
@@ -69,7 +81,14 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Wr
 		return fmt.Errorf("init: %w", err)
 	} else if ok {
 		// An operator's configuration (real HSMs): initialise on its pool.
+		if attestMode != initAttestAuto {
+			return fmt.Errorf("init: --attest is for a development gateway; %s exists: set its [attest] section instead (docs/configuration.md)", config.Path(dataDir))
+		}
 		return runInitConfigured(ctx, dataDir, hosts, w, log)
+	}
+	devAttest, attestNote, err := initAttest(attestMode)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
 	}
 
 	util, module, err := findSoftHSM()
@@ -123,6 +142,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Wr
 		Account: config.DefaultAccount,
 		Hosts:   hosts,
 	}
+	cfg.Attest = devAttest
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
@@ -160,6 +180,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, w io.Wr
 	}
 	fmt.Fprintf(w, "Wrote %s\n", config.Path(dataDir))
 	fmt.Fprintf(w, "Note: the tokens' user PIN is in plaintext in %s: fine for development, never for production.\n", soft.PINFile)
+	fmt.Fprintln(w, attestNote)
 	fmt.Fprintf(w, `
 The admin's client credentials (a client's own secrets: copy them to the machine that calls the gateway):
   CA bundle:          %s
@@ -309,4 +330,28 @@ func describeUnhealthy(sts []hsmpool.SlotStatus) string {
 		}
 	}
 	return out
+}
+
+// init --attest values.
+const (
+	initAttestAuto  = "auto"
+	initAttestSwtpm = "swtpm"
+	initAttestOff   = "off"
+)
+
+// initAttest is the [attest] section of a development gateway (nil for
+// none), and a line for init's summary.
+func initAttest(mode string) (*config.Attest, string, error) {
+	_, err := exec.LookPath("swtpm")
+	switch {
+	case mode == initAttestOff:
+		return nil, "Attestation: off (--attest off).", nil
+	case err != nil && mode == initAttestSwtpm:
+		return nil, "", fmt.Errorf("--attest swtpm: swtpm is not on PATH; install it with:\n  apt-get install -y swtpm swtpm-tools")
+	case err != nil:
+		return nil, "Attestation: off: swtpm is not installed (apt-get install -y swtpm swtpm-tools, then set [attest] mode = \"swtpm\").", nil
+	}
+	return &config.Attest{Mode: config.AttestSwtpm},
+		"Attestation: on, with hsmgate's own software TPM (swtpm; its state will be in attest/swtpm): serve measures the PKCS#11 module, " +
+			"the binary and the configuration into it and serves /attestation. The PIN is not sealed: `hsmgate attest seal-pins` seals it (docs/attestation.md).", nil
 }

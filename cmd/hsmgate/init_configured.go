@@ -98,6 +98,10 @@ func runInitConfigured(ctx context.Context, dataDir string, hosts []string, w io
 	fmt.Fprintf(w, "Created the gateway's CA and TLS server certificate (for %s); their private keys are in the HSM pool\n", strings.Join(gw.Hosts, ", "))
 	fmt.Fprintf(w, "Created the admin principal, with access key %s; its client credentials are in %s\n",
 		admin.AccessKeyID, filepath.Join(dataDir, gateway.AdminDir))
+	if ao, err := cfg.AttestOptions(); err == nil && ao.On() {
+		fmt.Fprintf(w, "[attest] is on: seal the HSM PINs to this boot's measurements with `%s --data %s attest seal-pins` before serving (docs/attestation.md)\n",
+			selfCommand(), shellWord(dataDir))
+	}
 	fmt.Fprintf(w, "Next: %s --data %s serve\n", selfCommand(), shellWord(dataDir))
 	return nil
 }

@@ -12,6 +12,8 @@
 //	                           and keys (gateway stopped or running)
 //	hsmgate apply FILE         make the running gateway's keys match a TOML
 //	                           file (keys as code; --plan shows the changes)
+//	hsmgate attest …           the gateway's TPM: seal the HSM PINs to the
+//	                           measured boot, enroll, golden policy, verify
 //
 // Everything lives in the data folder (--data, default ./data); see
 // docs/configuration.md.
@@ -69,9 +71,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "tokens", Value: 4, Usage: "number of SoftHSM2 tokens (slots) to create"},
 					&cli.StringSliceFlag{Name: "host", Usage: "a DNS name or IP address for the server certificate (repeat it for more; default localhost, 127.0.0.1 and ::1)"},
+					&cli.StringFlag{Name: "attest", Value: initAttestAuto, Usage: "TPM attestation of the development gateway: auto (hsmgate's own swtpm if swtpm is installed, else off), swtpm or off"},
 				},
 				Action: func(c *cli.Context) error {
-					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.StringSlice("host"), c.App.Writer, newLogger(c))
+					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.StringSlice("host"), c.String("attest"), c.App.Writer, newLogger(c))
 				},
 			},
 			{
@@ -241,6 +244,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			xksCommand(),
+			attestCommand(),
 			{
 				Name: "apply",
 				Usage: "make the running gateway's keys match a TOML file: keys, aliases, descriptions, tags, key policies, rotation, " +

@@ -23,6 +23,11 @@ import (
 // keystore, and closes the pool. listen, when not empty, overrides
 // gateway.listen.
 //
+// With [attest] on, it first measures this boot into the TPM and unseals
+// the sealed PINs (attestBoot); if that fails it opens no HSM and only
+// answers /healthz, /readyz (503, with the reason) and /metrics until it
+// is stopped (serveRefusing), then exits with an error.
+//
 // It refuses to start when no slot of the pool is healthy, naming each
 // slot's state and reason: a gateway that can only fail every request
 // should not look up. Slots that recover later are put back in service by
@@ -44,6 +49,11 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 			return fmt.Errorf("serve: --listen %w", err)
 		}
 		opts.Listen = listen
+		cfg.Gateway.Listen = listen // the effective configuration, as measured
+	}
+	ao, err := cfg.AttestOptions()
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 
 	// The keystore first: if another gateway holds it, say so before
@@ -64,7 +74,21 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 			}
 		}
 	}()
-	pool, err = openPool(ctx, cfg, "serve: refusing to serve", log)
+
+	// With a TPM: measure this boot and unseal the PINs before any HSM is
+	// touched. If that fails, the pool stays closed and the gateway only
+	// says why (attest.go).
+	poolCfg, forgetPINs := cfg, func() {}
+	var boot *bootAttestation
+	if ao.On() {
+		if boot, err = attestBoot(cfg, ao, log); err != nil {
+			return serveRefusing(ctx, opts, err, stdout, log)
+		}
+		defer boot.tpm.Close()
+		poolCfg, forgetPINs = boot.poolConfig(cfg)
+	}
+	pool, err = openPool(ctx, poolCfg, "serve: refusing to serve", log)
+	forgetPINs() // the pool has read them
 	if err != nil {
 		return err
 	}
@@ -82,6 +106,14 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 			err = errors.Join(err, fmt.Errorf("serve: close the audit log: %w", cerr))
 		}
 	}()
+	cert, clientCAs, err := gateway.LoadTLS(ctx, pool, store, dataDir)
+	if err != nil {
+		return fmt.Errorf("serve: TLS: %w", err)
+	}
+	var attestation *gateway.AttestationOptions
+	if boot != nil {
+		attestation = boot.options(cert.Leaf)
+	}
 	gw, err := gateway.New(gateway.Config{
 		Pool:           pool,
 		Store:          store,
@@ -92,13 +124,10 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		MaxInFlight:    opts.MaxInFlight,
 		Audit:          auditLog,
 		XKS:            xksOptions(cfg),
+		Attestation:    attestation,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
-	}
-	cert, clientCAs, err := gateway.LoadTLS(ctx, pool, store, dataDir)
-	if err != nil {
-		return fmt.Errorf("serve: TLS: %w", err)
 	}
 	for _, h := range opts.Hosts {
 		if cert.Leaf != nil && cert.Leaf.VerifyHostname(h) != nil {
@@ -121,6 +150,13 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	log.Info("gateway serving", "address", ln.Addr().String(), "endpoint", endpoint, "region", opts.Region, "account", opts.Account,
 		"min_tls", tlsVersion, "healthy_slots", pool.Healthy(), "slots", len(pool.Status()))
 	printServing(stdout, dataDir, opts.Listen, net.JoinHostPort(listenHost, port), endpoint, pool)
+	if boot != nil {
+		sealing := "its HSM PINs are not sealed (`hsmgate attest seal-pins` seals them)"
+		if boot.unsealed > 0 {
+			sealing = fmt.Sprintf("%d of its %d HSM PINs were unsealed from it", boot.unsealed, len(boot.pins))
+		}
+		fmt.Fprintf(stdout, "Its boot is measured into %s, and %s; `hsmgate attest verify` checks it.\n", boot.tpm.what, sealing)
+	}
 
 	stopLog := context.AfterFunc(ctx, func() {
 		log.Info("stopping: no new connections; finishing the requests in flight", "grace", opts.ShutdownGrace.String())

@@ -1,7 +1,8 @@
 // Package config reads and writes the gateway's configuration file,
 // <data>/hsmgate.toml, and turns it into the options of the packages it
-// configures: hsmpool.Options for the [pool] section, and GatewayOptions
-// (the gateway's listener, identity and limits) for the [gateway] section.
+// configures: hsmpool.Options for the [pool] section, GatewayOptions
+// (the gateway's listener, identity and limits) for the [gateway] section,
+// and AttestOptions (the TPM, and the modules' sealed PINs) for [attest].
 //
 // The file is TOML. Every key is documented, with a commented example, in
 // docs/configuration.md. Loading is strict: a key this package does not know
@@ -31,6 +32,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/hsmgate/hsmgate/attest"
 	"github.com/hsmgate/hsmgate/hsmpool"
 )
 
@@ -54,6 +56,131 @@ type Config struct {
 	// XKS is the optional [xks] section: external key stores served to
 	// AWS KMS (docs/xks.md).
 	XKS *XKS `toml:"xks,omitempty"`
+
+	// Attest is the optional [attest] section: TPM measured boot,
+	// attestation and sealed PINs (docs/attestation.md). Absent means off.
+	Attest *Attest `toml:"attest,omitempty"`
+}
+
+// Attest modes ([attest] mode).
+const (
+	// AttestOff: no TPM; nothing is measured or sealed (the default).
+	AttestOff = "off"
+	// AttestSwtpm: a software TPM (swtpm): the gateway's own, started by
+	// hsmgate with its state in the data folder, or, with socket set, an
+	// external one.
+	AttestSwtpm = "swtpm"
+	// AttestDevice: a TPM character device, /dev/tpmrm0 by default.
+	AttestDevice = "device"
+)
+
+// DefaultAttestStateDir is [attest] state_dir's default, relative to the
+// data folder.
+const DefaultAttestStateDir = "attest"
+
+// Attest is the [attest] section.
+type Attest struct {
+	// Mode is AttestOff (also when empty), AttestSwtpm or AttestDevice.
+	Mode string `toml:"mode,omitempty"`
+	// Device is the TPM device of mode "device"; default /dev/tpmrm0.
+	Device string `toml:"device,omitempty"`
+	// Socket is the data socket of an external swtpm (mode "swtpm"); empty
+	// means hsmgate runs its own swtpm with its state in StateDir/swtpm.
+	Socket string `toml:"socket,omitempty"`
+	// Swtpm is the swtpm executable of the embedded swtpm (absolute, or
+	// relative to the data folder); empty means the one on PATH.
+	Swtpm string `toml:"swtpm,omitempty"`
+	// StateDir holds the measurement event log, the sealed PINs and the
+	// embedded swtpm's state; default "attest" in the data folder.
+	StateDir string `toml:"state_dir,omitempty"`
+	// PCRImage, PCRBinary and PCRConfig allocate the measurement PCRs (all
+	// three or none; default 12, 13 and 15).
+	PCRImage  int `toml:"pcr_image,omitzero"`
+	PCRBinary int `toml:"pcr_binary,omitzero"`
+	PCRConfig int `toml:"pcr_config,omitzero"`
+}
+
+// AttestOptions are the [attest] section's values with defaults filled in
+// and paths resolved against the data folder.
+type AttestOptions struct {
+	// Mode is AttestOff, AttestSwtpm or AttestDevice (never empty).
+	Mode string
+	// Device is the TPM device (mode "device").
+	Device string
+	// Socket is an external swtpm's data socket; empty with mode "swtpm"
+	// means the embedded swtpm.
+	Socket string
+	// Swtpm is the embedded swtpm's executable ("" to look it up in PATH).
+	Swtpm string
+	// StateDir is the attestation state folder.
+	StateDir string
+	// PCRs is the PCR allocation (attest.DefaultPCRs unless configured).
+	PCRs attest.PCRAllocation
+	// SealedPINs has one entry per [[pool.modules]] entry: the resolved
+	// pin_sealed path, or "" where the module's PIN is not sealed.
+	SealedPINs []string
+}
+
+// On reports whether a TPM is used.
+func (o AttestOptions) On() bool { return o.Mode != AttestOff }
+
+// Embedded reports whether hsmgate runs its own swtpm.
+func (o AttestOptions) Embedded() bool { return o.Mode == AttestSwtpm && o.Socket == "" }
+
+// AttestOptions returns the [attest] section with the defaults applied.
+func (c *Config) AttestOptions() (AttestOptions, error) {
+	if err := c.Validate(); err != nil {
+		return AttestOptions{}, fmt.Errorf("configuration: %w", err)
+	}
+	a := Attest{}
+	if c.Attest != nil {
+		a = *c.Attest
+	}
+	o := AttestOptions{
+		Mode:     orDefault(a.Mode, AttestOff),
+		Swtpm:    c.resolve(a.Swtpm),
+		StateDir: c.resolve(orDefault(a.StateDir, DefaultAttestStateDir)),
+		PCRs:     attest.DefaultPCRs,
+	}
+	switch o.Mode {
+	case AttestDevice:
+		o.Device = c.resolve(orDefault(a.Device, attest.DefaultDevice))
+	case AttestSwtpm:
+		o.Socket = c.resolve(a.Socket)
+	}
+	if a.PCRImage != 0 {
+		o.PCRs = attest.PCRAllocation{Image: a.PCRImage, Binary: a.PCRBinary, Config: a.PCRConfig}
+	}
+	for _, m := range c.Pool.Modules {
+		o.SealedPINs = append(o.SealedPINs, c.resolve(m.PINSealed))
+	}
+	return o, nil
+}
+
+// validate checks the [attest] section.
+func (a *Attest) validate() []error {
+	var errs []error
+	switch a.Mode {
+	case "", AttestOff, AttestSwtpm, AttestDevice:
+	default:
+		return []error{fmt.Errorf("attest.mode %q: want %q (the default), %q or %q", a.Mode, AttestOff, AttestSwtpm, AttestDevice)}
+	}
+	if a.Device != "" && a.Mode != AttestDevice {
+		errs = append(errs, fmt.Errorf("attest.device is set, but attest.mode is not %q", AttestDevice))
+	}
+	if a.Socket != "" && a.Mode != AttestSwtpm {
+		errs = append(errs, fmt.Errorf("attest.socket is set, but attest.mode is not %q", AttestSwtpm))
+	}
+	if a.Swtpm != "" && (a.Mode != AttestSwtpm || a.Socket != "") {
+		errs = append(errs, fmt.Errorf("attest.swtpm is the embedded swtpm's executable: it needs attest.mode = %q and no attest.socket", AttestSwtpm))
+	}
+	if a.PCRImage != 0 || a.PCRBinary != 0 || a.PCRConfig != 0 {
+		alloc := attest.PCRAllocation{Image: a.PCRImage, Binary: a.PCRBinary, Config: a.PCRConfig}
+		if err := alloc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("attest.pcr_image, pcr_binary, pcr_config (set all three, or none for 12, 13, 15): %w", err))
+		}
+	}
+	return errs
 }
 
 // XKS is the [xks] section.
@@ -350,6 +477,12 @@ type Module struct {
 	PINFile string `toml:"pin_file,omitempty"`
 	// PINEnv names an environment variable holding the user PIN.
 	PINEnv string `toml:"pin_env,omitempty"`
+	// PINSealed is a file holding the PIN sealed to the TPM's PCRs
+	// (`hsmgate attest seal-pins` writes it; [attest] must be on). When it
+	// is set, `hsmgate serve` takes the PIN only from it, by unsealing;
+	// PINFile or PINEnv is then where seal-pins (and the commands that open
+	// the pool without serving) read the PIN.
+	PINSealed string `toml:"pin_sealed,omitempty"`
 	// Env is set in the process environment before the module is loaded
 	// (many modules read their own configuration file from a variable, as
 	// SoftHSM2 reads SOFTHSM2_CONF). A value starting with "./" or "../" is
@@ -442,6 +575,11 @@ func Parse(b []byte) (*Config, error) {
 func (c *Config) Validate() error {
 	p := &c.Pool
 	errs := c.Gateway.validate()
+	attestOn := false
+	if c.Attest != nil {
+		errs = append(errs, c.Attest.validate()...)
+		attestOn = c.Attest.Mode != "" && c.Attest.Mode != AttestOff
+	}
 	if c.XKS != nil {
 		names := map[string]bool{}
 		for i, st := range c.XKS.Stores {
@@ -484,6 +622,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: set pin_file or pin_env, not both", where))
 		case m.PINFile == "" && m.PINEnv == "":
 			errs = append(errs, fmt.Errorf("%s: pin_file or pin_env is required", where))
+		}
+		if m.PINSealed != "" && !attestOn {
+			errs = append(errs, fmt.Errorf("%s: pin_sealed needs a TPM: set [attest] mode", where))
 		}
 		for j, t := range m.Tokens {
 			if (t.Label == "") == (t.Serial == "") {
