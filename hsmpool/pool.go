@@ -99,7 +99,7 @@ func Open(ctx context.Context, o Options) (*Pool, error) {
 		st, reason := s.connect(deadline)
 		s.setState(st, reason)
 		if st == StateHealthy || st == StateNoDomainKey {
-			s.detect(deadline)
+			s.detect(detectDeadline(deadline, o.OpTimeout))
 		}
 	}
 	p.settleKCV()
@@ -176,20 +176,37 @@ func (p *Pool) newSlot(m *module, id uint, info pkcs11.TokenInfo, pin string) (*
 	return s, nil
 }
 
+// detectDeadline is the deadline of a slot's mechanism detection: its
+// probes generate keys (an RSA wrapping key for the import probe), which
+// takes far longer than one operation on a loaded machine, so it gets ten
+// operation timeouts of its own (or the caller's later deadline).
+func detectDeadline(callerDeadline time.Time, opTimeout time.Duration) time.Time {
+	d := time.Now().Add(10 * opTimeout)
+	if callerDeadline.After(d) {
+		return callerDeadline
+	}
+	return d
+}
+
 // detect reads the slot's mechanisms on its control session.
 func (s *slot) detect(deadline time.Time) {
+	// The closure may outlive a timed-out call, so it writes only its own
+	// variable; s.mechs is set here, once the call has answered.
+	var found *Mechanisms
 	err := s.onControl(deadline, opOther, "detect mechanisms", func(c *control) error {
 		m, err := detectMechanisms(s.mod.ck, s.id, c.h)
 		if err != nil {
 			return err
 		}
 		m.module = strings.TrimSpace(m.module + " (" + filepath.Base(s.mod.path) + ")")
-		s.mechs = m
+		found = m
 		return nil
 	})
 	if err != nil {
 		s.p.log.Warn("hsm slot mechanism detection failed", "slot", s.name, "err", err)
+		return
 	}
+	s.mechs = found
 }
 
 // destroyEntry destroys an unwrapped key object nobody uses any more.
@@ -558,7 +575,7 @@ func (p *Pool) ProvisionDomainKey(ctx context.Context, material []byte) error {
 		s.resetMu.Unlock()
 		s.setState(st, reason)
 		if st == StateHealthy && s.mechs == nil {
-			s.detect(deadline)
+			s.detect(detectDeadline(deadline, p.opts.OpTimeout))
 		}
 		provisioned++
 	}
