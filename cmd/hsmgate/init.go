@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/softhsm"
@@ -174,6 +176,11 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 	fmt.Fprintf(w, "Created the gateway's CA and TLS server certificate (for %s); their private keys are in the HSM pool\n",
 		strings.Join(hosts, ", "))
 	fmt.Fprintf(w, "Created the admin principal, with access key %s\n", admin.AccessKeyID)
+	sample, err := createSampleKey(ctx, p, dataDir, cfg)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	fmt.Fprintf(w, "Created a sample symmetric key %s, alias %s\n", sample, SampleKeyAlias)
 
 	if err := cfg.Write(); err != nil {
 		return fmt.Errorf("init: %w", err)
@@ -354,4 +361,43 @@ func initAttest(mode string) (*config.Attest, string, error) {
 	return &config.Attest{Mode: config.AttestSwtpm},
 		"Attestation: on, with hsmgate's own software TPM (swtpm; its state will be in attest/swtpm): serve measures the PKCS#11 module, " +
 			"the binary and the configuration into it and serves /attestation. The PIN is not sealed: `hsmgate attest seal-pins` seals it (docs/attestation.md).", nil
+}
+
+// SampleKeyAlias names the key a development gateway is created with, so
+// that the quick start can encrypt at once.
+const SampleKeyAlias = "alias/hsmgate-sample"
+
+// createSampleKey creates a development gateway's sample key (an AES-256
+// key generated in the pool, owned by the admin) and its alias, and
+// returns the key id.
+func createSampleKey(ctx context.Context, p *hsmpool.Pool, dataDir string, cfg *config.Config) (id string, err error) {
+	opts, err := cfg.GatewayOptions()
+	if err != nil {
+		return "", err
+	}
+	store, err := keystore.Open(filepath.Join(dataDir, gateway.KeystoreFile))
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close the keystore: %w", cerr))
+		}
+	}()
+	svc := &kmsapi.Service{Pool: p, Store: store, Region: opts.Region, Account: opts.Account}
+	admin := kmsapi.Caller{Principal: gateway.AdminName, Admin: true}
+	out, apiErr := svc.Do(ctx, admin, kmsapi.TargetPrefix+"CreateKey",
+		[]byte(`{"Description":"Sample key created by hsmgate init for trying the gateway out"}`), nil)
+	if apiErr != nil {
+		return "", fmt.Errorf("create the sample key: %w", apiErr)
+	}
+	var created struct{ KeyMetadata struct{ KeyId string } }
+	if err := json.Unmarshal(out, &created); err != nil {
+		return "", fmt.Errorf("create the sample key: %w", err)
+	}
+	body, _ := json.Marshal(map[string]string{"AliasName": SampleKeyAlias, "TargetKeyId": created.KeyMetadata.KeyId})
+	if _, apiErr := svc.Do(ctx, admin, kmsapi.TargetPrefix+"CreateAlias", body, nil); apiErr != nil {
+		return "", fmt.Errorf("alias the sample key: %w", apiErr)
+	}
+	return created.KeyMetadata.KeyId, nil
 }

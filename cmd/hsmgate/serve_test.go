@@ -335,9 +335,13 @@ func TestServe(t *testing.T) {
 		}
 	}
 
-	// mTLS with the admin's client certificate.
-	if ids := mtlsListKeys(t, data, endpoint, roots); len(ids) != 0 {
-		t.Errorf("a new gateway lists keys %v", ids)
+	// mTLS with the admin's client certificate: a new gateway has its
+	// sample key.
+	var sampleID string
+	if ids := mtlsListKeys(t, data, endpoint, roots); len(ids) != 1 {
+		t.Errorf("a new gateway lists keys %v, want only the sample key", ids)
+	} else {
+		sampleID = ids[0]
 	}
 
 	// SigV4 with what `env` prints.
@@ -364,10 +368,16 @@ func TestServe(t *testing.T) {
 		t.Fatalf("CreateKey with SigV4: %v", err)
 	}
 	keyID := *created.KeyMetadata.KeyId
-	if ids := listKeyIDs(t, admin); !slices.Equal(ids, []string{keyID}) {
-		t.Errorf("ListKeys with SigV4: %v, want [%s]", ids, keyID)
+	sample, err := admin.Encrypt(context.Background(), &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte("x")})
+	if err != nil || !strings.HasSuffix(*sample.KeyId, sampleID) {
+		t.Errorf("Encrypt with the sample key %s: %v", SampleKeyAlias, err)
 	}
-	if ids := mtlsListKeys(t, data, endpoint, roots); !slices.Equal(ids, []string{keyID}) {
+	both := []string{sampleID, keyID}
+	slices.Sort(both)
+	if ids := listKeyIDs(t, admin); !slices.Equal(ids, both) {
+		t.Errorf("ListKeys with SigV4: %v, want %v", ids, both)
+	}
+	if ids := mtlsListKeys(t, data, endpoint, roots); !slices.Equal(ids, both) {
 		t.Errorf("ListKeys over mTLS: %v, want [%s]", ids, keyID)
 	}
 
@@ -521,8 +531,8 @@ func TestServe(t *testing.T) {
 	if !errors.As(err, &ae) || ae.ErrorCode() != "UnrecognizedClientException" {
 		t.Errorf("ListKeys with a revoked key: %v, want UnrecognizedClientException", err)
 	}
-	if ids := listKeyIDs(t, admin); !slices.Equal(ids, []string{keyID}) {
-		t.Errorf("the admin's ListKeys after a restart: %v, want [%s]", ids, keyID)
+	if ids := listKeyIDs(t, admin); !slices.Equal(ids, both) {
+		t.Errorf("the admin's ListKeys after a restart: %v, want %v", ids, both)
 	}
 	if code := srv.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("serve after SIGTERM: exit %d, want 0", code)
