@@ -30,6 +30,11 @@ package gateway
 //	RemoveXKSKey            {KeyId} -> XKSKey (as it was)
 //	ListXKSKeys             {Store} -> {Keys: [XKSKey]}
 //
+// and those of the officer quorum (quorum.go; docs/quorum.md): QuorumInit,
+// QuorumLinkOfficer, QuorumStatus, QuorumPropose, QuorumList, QuorumShow,
+// QuorumApprove, QuorumReject. The last six are also open to principals
+// linked to an officer of the current quorum set.
+//
 // An XKSKey is {KeyId, Store, ExternalKeyId, Usages, Policy, KeyState,
 // Description}. A store's credentials are access keys of the principal
 // "xks.<store>" (XKSPrincipal): RevokeAccessKey revokes them.
@@ -75,6 +80,7 @@ import (
 	"github.com/hsmgate/hsmgate/gateway/xks"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/pki"
+	"github.com/hsmgate/hsmgate/quorum"
 )
 
 // AdminTargetPrefix starts the X-Amz-Target of every admin API request.
@@ -192,6 +198,10 @@ type Admin struct {
 	// KMS creates CreateXKSKey's key; nil means a Service on Identities'
 	// pool and keystore.
 	KMS *kmsapi.Service
+	// OnQuorumExecuted, if set, is called after an approved quorum
+	// proposal was run (err: why it failed after its request id was
+	// consumed), for the audit log (quorum.go).
+	OnQuorumExecuted func(ctx context.Context, principal string, d quorum.Decision, err error)
 }
 
 type adminHandler func(a *Admin, ctx context.Context, caller *kmsapi.Caller, body []byte) (any, error)
@@ -225,6 +235,14 @@ var adminOperations = map[string]adminHandler{
 	"CreateXKSKey":           adminOp((*Admin).createXKSKey),
 	"RemoveXKSKey":           adminOp((*Admin).removeXKSKey),
 	"ListXKSKeys":            adminOp((*Admin).listXKSKeys),
+	"QuorumInit":             adminOp((*Admin).quorumInit),
+	"QuorumLinkOfficer":      adminOp((*Admin).quorumLinkOfficer),
+	"QuorumStatus":           adminOp((*Admin).quorumStatus),
+	"QuorumPropose":          adminOp((*Admin).quorumPropose),
+	"QuorumList":             adminOp((*Admin).quorumList),
+	"QuorumShow":             adminOp((*Admin).quorumShow),
+	"QuorumApprove":          adminOp((*Admin).quorumApprove),
+	"QuorumReject":           adminOp((*Admin).quorumReject),
 }
 
 // AdminOperations lists the admin operations, sorted, without the prefix.
@@ -269,7 +287,7 @@ func operationName(target string) string {
 // admin serves an authenticated admin API request on the gateway.
 func (g *Gateway) admin(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
 	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log,
-		XKSStores: []string{}, KMS: g.service}
+		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution}
 	if g.cfg.XKS != nil {
 		for _, st := range g.cfg.XKS.Stores {
 			a.XKSStores = append(a.XKSStores, st.Name)
@@ -299,11 +317,14 @@ func servingCACertificates(ctx context.Context) ([]*x509.Certificate, error) {
 
 // Do runs the admin operation target ("HsmGate.<Operation>") for caller,
 // who must be an admin, and returns the JSON answer.
+//
+// The quorum operations for officers (quorumOfficerOps, quorum.go) are the
+// exception: they decide themselves who may call them.
 func (a *Admin) Do(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
-	if !caller.Admin {
+	name, _ := strings.CutPrefix(target, AdminTargetPrefix)
+	if !caller.Admin && !(quorumOfficerOps[name] && isAdminTarget(target)) {
 		return nil, kmsapi.Errorf(kmsapi.ExAccessDenied, "Principal %s is not an administrator: the HsmGate admin API is for admin principals only.", caller.Principal)
 	}
-	name, _ := strings.CutPrefix(target, AdminTargetPrefix)
 	h, ok := adminOperations[name]
 	if !ok || !isAdminTarget(target) {
 		return nil, kmsapi.Errorf(kmsapi.ExUnknownOperation, "Operation %q is not served.", truncateRunes(target, 64))
@@ -484,6 +505,11 @@ func (a *Admin) deletePrincipal(ctx context.Context, caller *kmsapi.Caller, req 
 		if !ak.Revoked {
 			active = append(active, ak.ID)
 		}
+	}
+	// Officer links go first, so that a principal later made with the
+	// same name can never inherit an officer's standing.
+	if err := a.unlinkOfficer(req.PrincipalName); err != nil {
+		return nil, err
 	}
 	if err := a.Identities.Store.Apply(&keystore.DeletePrincipal{Name: req.PrincipalName}); err != nil {
 		return nil, err

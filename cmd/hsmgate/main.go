@@ -104,6 +104,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					return runEnv(c.String("data"), c.String("listen"), c.App.Writer)
 				},
 			},
+			quorumCommand(),
 			{
 				Name: "principal",
 				Usage: "manage principals, their access keys and client certificates: on the keystore while the gateway is stopped, " +

@@ -17,8 +17,13 @@
 //	hsmofficer unwrap-share …         decrypt the officer's share of a split secret
 //	hsmofficer combine …              recover a secret from enough shares
 //
-// The online commands (propose, list, status against the gateway's quorum
-// API) are not here yet; see docs/quorum.md.
+// and online, against the gateway's quorum API over mutual TLS as the
+// officer's principal (online.go):
+//
+//	hsmofficer propose --endpoint URL --cert C --key K --ca CA [--pop F] PROPOSAL-FILE
+//	hsmofficer list|status …                      pending proposals, the quorum set
+//	hsmofficer show --endpoint … [--out F] REQUEST-ID   a pending proposal (and its file)
+//	hsmofficer approve|reject --endpoint … FILE   submit an approval or rejection file
 //
 // Passphrases are read from the terminal, or from HSMOFFICER_PASSPHRASE
 // for scripts.
@@ -55,6 +60,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	tl := &tool{in: stdin, out: stdout, err: stderr}
 	keyFlag := &cli.StringFlag{Name: "key", Usage: "the officer's key file (from keygen)", Required: true}
 	outFlag := &cli.StringFlag{Name: "out", Usage: "file to write (refused if it exists)", Required: true}
+	// approve and reject: offline, the officer key and the file to write;
+	// online (--endpoint), --key is the TLS client key and there is no --out.
+	dualKeyFlag := &cli.StringFlag{Name: "key", Usage: "offline: the officer's key file (from keygen); online: your client certificate's key"}
+	dualOutFlag := &cli.StringFlag{Name: "out", Usage: "offline: file to write (refused if it exists)"}
 	return &cli.App{
 		Name:            "hsmofficer",
 		Usage:           "security officer's tool for hsmgate's quorum: keys, offline approvals, shares",
@@ -87,11 +96,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Name:      "show",
 				Usage:     "show a proposal (or any hsmofficer file) as text",
 				ArgsUsage: "FILE",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "set", Usage: "the current quorum set: check the proposal against it and show a set change as a difference"}},
+				Flags: append([]cli.Flag{&cli.StringFlag{Name: "set", Usage: "the current quorum set: check the proposal against it and show a set change as a difference"},
+					&cli.StringFlag{Name: "out", Usage: "online: also write the proposal file"}}, onlineFlags(true)...),
 				Action: func(c *cli.Context) error {
-					file, err := oneArg(c, "FILE")
+					file, err := oneArg(c, "FILE (online: REQUEST-ID)")
 					if err != nil {
 						return err
+					}
+					if c.String("endpoint") != "" {
+						return tl.onlineShow(c, file, c.String("out"))
 					}
 					return tl.show(file, c.String("set"))
 				},
@@ -100,13 +113,19 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Name:      "approve",
 				Usage:     "show a proposal, ask, and sign it: writes an approval file (offline)",
 				ArgsUsage: "PROPOSAL-FILE",
-				Flags: []cli.Flag{keyFlag, outFlag,
+				Flags: append([]cli.Flag{dualKeyFlag, dualOutFlag,
 					&cli.StringFlag{Name: "set", Usage: "the current quorum set: refuse a proposal made for another"},
 					&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation (the proposal is still shown)"},
-				},
+				}, onlineFlags(false)...),
 				Action: func(c *cli.Context) error {
-					file, err := oneArg(c, "PROPOSAL-FILE")
+					file, err := oneArg(c, "PROPOSAL-FILE (online: APPROVAL-FILE)")
 					if err != nil {
+						return err
+					}
+					if c.String("endpoint") != "" {
+						return tl.onlineSubmit(c, file, false)
+					}
+					if err := offlineNeeds(c, "key", "out"); err != nil {
 						return err
 					}
 					return tl.approve(file, c.String("key"), c.String("out"), c.String("set"), c.Bool("yes"))
@@ -116,12 +135,18 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Name:      "reject",
 				Usage:     "sign a refusal of a proposal, with a reason: writes a rejection file",
 				ArgsUsage: "PROPOSAL-FILE",
-				Flags: []cli.Flag{keyFlag, outFlag,
-					&cli.StringFlag{Name: "reason", Usage: "why (printable ASCII, one line)", Required: true},
-				},
+				Flags: append([]cli.Flag{dualKeyFlag, dualOutFlag,
+					&cli.StringFlag{Name: "reason", Usage: "why (printable ASCII, one line)"},
+				}, onlineFlags(false)...),
 				Action: func(c *cli.Context) error {
-					file, err := oneArg(c, "PROPOSAL-FILE")
+					file, err := oneArg(c, "PROPOSAL-FILE (online: REJECTION-FILE)")
 					if err != nil {
+						return err
+					}
+					if c.String("endpoint") != "" {
+						return tl.onlineSubmit(c, file, true)
+					}
+					if err := offlineNeeds(c, "key", "out", "reason"); err != nil {
 						return err
 					}
 					return tl.reject(file, c.String("key"), c.String("out"), c.String("reason"))
@@ -154,6 +179,33 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			setCommand(tl),
 			draftCommand(tl),
+			{
+				Name:      "propose",
+				Usage:     "online: submit a proposal file (from draft) to the gateway, with the proofs of possession of keys a set change adds",
+				ArgsUsage: "PROPOSAL-FILE",
+				Flags:     append([]cli.Flag{&cli.StringSliceFlag{Name: "pop", Usage: "a proof of possession file (repeat it)"}}, onlineFlags(true)...),
+				Action: func(c *cli.Context) error {
+					file, err := oneArg(c, "PROPOSAL-FILE")
+					if err != nil {
+						return err
+					}
+					return tl.onlinePropose(c, file, c.StringSlice("pop"))
+				},
+			},
+			{
+				Name:      "list",
+				Usage:     "online: list the gateway's pending proposals",
+				ArgsUsage: " ",
+				Flags:     onlineFlags(true),
+				Action:    func(c *cli.Context) error { return tl.onlineList(c) },
+			},
+			{
+				Name:      "status",
+				Usage:     "online: show the gateway's quorum set (and write it to a file with --set-out)",
+				ArgsUsage: " ",
+				Flags:     append([]cli.Flag{&cli.StringFlag{Name: "set-out", Usage: "write the quorum set file"}}, onlineFlags(true)...),
+				Action:    func(c *cli.Context) error { return tl.onlineStatus(c, c.String("set-out")) },
+			},
 			{
 				Name:      "unwrap-share",
 				Usage:     "decrypt your share of a split secret (for a recovery ceremony); the output is secret",

@@ -60,6 +60,19 @@ type Config struct {
 	// Attest is the optional [attest] section: TPM measured boot,
 	// attestation and sealed PINs (docs/attestation.md). Absent means off.
 	Attest *Attest `toml:"attest,omitempty"`
+
+	// Quorum is the optional [quorum] section: the officer quorum's scope
+	// (docs/quorum.md). `hsmgate quorum init` installs it with the first
+	// quorum set; proposals must name this cluster and target.
+	Quorum *Quorum `toml:"quorum,omitempty"`
+}
+
+// Quorum is the [quorum] section.
+type Quorum struct {
+	// ClusterID is the cluster id proposals must name.
+	ClusterID string `toml:"cluster_id,omitempty"`
+	// Target is this gateway's name in proposals.
+	Target string `toml:"target,omitempty"`
 }
 
 // Attest modes ([attest] mode).
