@@ -107,15 +107,7 @@ func (c *adminClient) must(op string, in, out any) {
 func TestAdminAPI(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	_, w, url, stop := tg.serveAudited(t, nil)
 	admin := tg.adminMTLS(t, url)
 	var ops []string // the admin calls made, for the audit check
 	do := func(c *adminClient, op string, in, out any) string {
@@ -206,7 +198,7 @@ func TestAdminAPI(t *testing.T) {
 	if rev.PrincipalName != "alice" || rev.AlreadyRevoked {
 		t.Errorf("RevokeAccessKey: %+v", rev)
 	}
-	_, err = alice.ListKeys(ctx, &kms.ListKeysInput{})
+	_, err := alice.ListKeys(ctx, &kms.ListKeysInput{})
 	wantCode(t, err, "UnrecognizedClientException")
 	must(admin, "RevokeAccessKey", gateway.AdminRevokeAccessKeyInput{AccessKeyId: akid}, &rev)
 	if !rev.AlreadyRevoked {
@@ -345,17 +337,8 @@ func adminXKSCall(t *testing.T, client *http.Client, url, prefix, path, akid, se
 func TestAdminXKS(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const prefix = "/xks/prod"
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w,
-		XKS: &gateway.XKSOptions{Stores: []gateway.XKSStore{{Name: "prod", Prefix: prefix}, {Name: "test"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	_, w, url, stop := tg.serveAudited(t, &gateway.XKSOptions{Stores: []gateway.XKSStore{{Name: "prod", Prefix: prefix}, {Name: "test"}}})
 	admin := tg.adminMTLS(t, url)
 	var ops []string
 	do := func(c *adminClient, op string, in, out any) string {
@@ -553,7 +536,7 @@ func TestAdminXKS(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	err = audit.Query(filepath.Join(tg.dir, gateway.AuditDir), audit.Filter{}, func(r audit.Record) error {
+	err := audit.Query(filepath.Join(tg.dir, gateway.AuditDir), audit.Filter{}, func(r audit.Record) error {
 		if r.Kind == audit.KindRecord && strings.HasPrefix(r.Operation, "HsmGate.") {
 			got = append(got, r.Operation)
 		}

@@ -455,20 +455,30 @@ func inPool(p *hsmpool.Pool) bool {
 	return false
 }
 
-// Every request, served or refused, leaves one audit record, durable
-// before its answer; the chain verifies with the audit key's public half.
-func TestAuditRecordsEveryRequest(t *testing.T) {
-	tg := startGateway(t, nil)
+// serveAudited starts a second gateway on tg's pool and keystore with the
+// audit log on (and the external key stores of x, if any). stop ends
+// serving; close w after it to flush the log.
+func (tg *testGateway) serveAudited(t *testing.T, x *gateway.XKSOptions) (gw *gateway.Gateway, w *audit.Writer, url string, stop func()) {
+	t.Helper()
 	ctx := context.Background()
 	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
+	gw, err = gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w, XKS: x})
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	url, _, stop = startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	return gw, w, url, stop
+}
+
+// Every request, served or refused, leaves one audit record, durable
+// before its answer; the chain verifies with the audit key's public half.
+func TestAuditRecordsEveryRequest(t *testing.T) {
+	tg := startGateway(t, nil)
+	ctx := context.Background()
+	_, w, url, stop := tg.serveAudited(t, nil)
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}
 	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url), HTTPClient: &http.Client{Transport: transport},
 		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})

@@ -316,13 +316,7 @@ func (id *Identities) CreateAccessKey(ctx context.Context, principal string) (ak
 	} else if p.XKSStore != "" {
 		return "", "", fmt.Errorf("%w: %s holds external key store %s's credentials: create them with CreateXKSCredential", keystore.ErrInvalid, principal, p.XKSStore)
 	}
-	active := 0
-	for _, a := range id.Store.AccessKeysOf(principal) {
-		if !a.Revoked {
-			active++
-		}
-	}
-	if active >= MaxActiveAccessKeys {
+	if active := id.activeAccessKeys(principal); active >= MaxActiveAccessKeys {
 		return "", "", fmt.Errorf("principal %s already has %d active access keys; revoke one first: %w", principal, active, keystore.ErrInvalid)
 	}
 	var raw [10 + 30]byte
@@ -352,6 +346,17 @@ func (id *Identities) storeSecret(ctx context.Context, principal, akid, secret s
 	return id.Store.Apply(&keystore.CreateAccessKey{AccessKey: keystore.AccessKey{
 		ID: akid, Principal: principal, SecretBlob: append(iv, sealed...), CreatedAt: id.now(),
 	}})
+}
+
+// activeAccessKeys counts a principal's unrevoked access keys.
+func (id *Identities) activeAccessKeys(principal string) int {
+	n := 0
+	for _, a := range id.Store.AccessKeysOf(principal) {
+		if !a.Revoked {
+			n++
+		}
+	}
+	return n
 }
 
 // RevokeAccessKey disables an access key at once and for good.

@@ -297,15 +297,7 @@ func TestKeyPairsAndAgreement(t *testing.T) {
 func TestRotationsAreAudited(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	gw, w, url, stop := tg.serveAudited(t, nil)
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}
 	c := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url), HTTPClient: &http.Client{Transport: transport},
 		Credentials: staticCreds{tg.admin.AccessKeyID, tg.admin.SecretAccessKey}, Retryer: aws.NopRetryer{}})

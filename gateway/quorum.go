@@ -111,10 +111,10 @@ type (
 		Proposal           []byte
 		ProofsOfPossession [][]byte
 	}
-	QuorumRequestInput  struct{ RequestId string }
-	QuorumApproveInput  struct{ Approval []byte }
-	QuorumRejectInput   struct{ Rejection []byte }
-	QuorumProposalOuput struct {
+	QuorumRequestInput   struct{ RequestId string }
+	QuorumApproveInput   struct{ Approval []byte }
+	QuorumRejectInput    struct{ Rejection []byte }
+	QuorumProposalOutput struct {
 		RequestId    string
 		ProposalHash string
 		Kind         string
@@ -133,7 +133,7 @@ type (
 		Proposal []byte `json:",omitempty"` // QuorumShow
 		Text     string `json:",omitempty"` // QuorumShow: quorum.Proposal.Render
 	}
-	QuorumListOutput struct{ Proposals []QuorumProposalOuput }
+	QuorumListOutput struct{ Proposals []QuorumProposalOutput }
 )
 
 // quorumOps may be called by officers who are not admins.
@@ -368,9 +368,9 @@ func hexList(fps []quorum.Fingerprint) []string {
 	return out
 }
 
-func (a *Admin) describeProposal(st *quorumState, set *quorum.Set, p *pendingProposal) QuorumProposalOuput {
+func (a *Admin) describeProposal(st *quorumState, set *quorum.Set, p *pendingProposal) QuorumProposalOutput {
 	h := quorum.ProposalHash(p.Proposal)
-	out := QuorumProposalOuput{ProposalHash: hex.EncodeToString(h[:]), Proposer: p.Proposer,
+	out := QuorumProposalOutput{ProposalHash: hex.EncodeToString(h[:]), Proposer: p.Proposer,
 		Created: kmsapi.Epoch(time.Unix(p.Created, 0)), Status: "PENDING", Approvals: []string{}, Rejections: []string{}}
 	dp, err := quorum.DecodeProposal(p.Proposal)
 	if err == nil {
@@ -385,7 +385,7 @@ func (a *Admin) describeProposal(st *quorumState, set *quorum.Set, p *pendingPro
 	return out
 }
 
-func (a *Admin) quorumPropose(ctx context.Context, caller *kmsapi.Caller, req *QuorumProposeInput) (*QuorumProposalOuput, error) {
+func (a *Admin) quorumPropose(ctx context.Context, caller *kmsapi.Caller, req *QuorumProposeInput) (*QuorumProposalOutput, error) {
 	quorumMu.Lock()
 	defer quorumMu.Unlock()
 	st, set, err := a.loadQuorum()
@@ -477,7 +477,7 @@ func (a *Admin) quorumList(_ context.Context, caller *kmsapi.Caller, _ *adminEmp
 	if err := a.mayRead(st, set, caller); err != nil {
 		return nil, err
 	}
-	out := &QuorumListOutput{Proposals: []QuorumProposalOuput{}}
+	out := &QuorumListOutput{Proposals: []QuorumProposalOutput{}}
 	for _, p := range st.Pending {
 		out.Proposals = append(out.Proposals, a.describeProposal(st, set, p))
 	}
@@ -494,7 +494,7 @@ func findPending(st *quorumState, match func(*quorum.Proposal, [32]byte) bool) (
 	return -1, nil
 }
 
-func (a *Admin) quorumShow(_ context.Context, caller *kmsapi.Caller, req *QuorumRequestInput) (*QuorumProposalOuput, error) {
+func (a *Admin) quorumShow(_ context.Context, caller *kmsapi.Caller, req *QuorumRequestInput) (*QuorumProposalOutput, error) {
 	quorumMu.Lock()
 	defer quorumMu.Unlock()
 	st, set, err := a.loadQuorum()
@@ -543,7 +543,7 @@ func (a *Admin) vote(caller *kmsapi.Caller, hash []byte, fp quorum.Fingerprint) 
 	return st, set, i, pp, nil
 }
 
-func (a *Admin) quorumApprove(ctx context.Context, caller *kmsapi.Caller, req *QuorumApproveInput) (*QuorumProposalOuput, error) {
+func (a *Admin) quorumApprove(ctx context.Context, caller *kmsapi.Caller, req *QuorumApproveInput) (*QuorumProposalOutput, error) {
 	quorumMu.Lock()
 	defer quorumMu.Unlock()
 	ap, err := quorum.DecodeApproval(req.Approval)
@@ -577,7 +577,7 @@ func (a *Admin) quorumApprove(ctx context.Context, caller *kmsapi.Caller, req *Q
 
 // execute runs an approved proposal through the Executor and stores the
 // result.
-func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, pp *pendingProposal, d quorum.Decision) (*QuorumProposalOuput, error) {
+func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, pp *pendingProposal, d quorum.Decision) (*QuorumProposalOutput, error) {
 	out := a.describeProposal(st, set, pp)
 	var approvals []*quorum.Approval
 	for _, raw := range pp.Approvals {
@@ -634,7 +634,7 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 	return &out, nil
 }
 
-func (a *Admin) quorumReject(ctx context.Context, caller *kmsapi.Caller, req *QuorumRejectInput) (*QuorumProposalOuput, error) {
+func (a *Admin) quorumReject(ctx context.Context, caller *kmsapi.Caller, req *QuorumRejectInput) (*QuorumProposalOutput, error) {
 	quorumMu.Lock()
 	defer quorumMu.Unlock()
 	r, err := quorum.DecodeRejection(req.Rejection)

@@ -99,15 +99,7 @@ func enc(t *testing.T, v interface{ Encode() ([]byte, error) }) []byte {
 func TestQuorumSetChangeOnline(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, _, _ := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	_, _, url, _ := tg.serveAudited(t, nil)
 	ac := tg.adminMTLS(t, url)
 	admin := &quorumClient{t: t, url: url, http: ac.http}
 
@@ -186,7 +178,7 @@ func TestQuorumSetChangeOnline(t *testing.T) {
 	other, _ := quorum.ProposeSetChange(set1, set2, wrongScope)
 	clients["alice"].refused("QuorumPropose", gateway.QuorumProposeInput{Proposal: enc(t, other), ProofsOfPossession: [][]byte{enc(t, davePop)}},
 		kmsapi.ExValidation, "another gateway")
-	var pr gateway.QuorumProposalOuput
+	var pr gateway.QuorumProposalOutput
 	clients["alice"].must("QuorumPropose", gateway.QuorumProposeInput{Proposal: propRaw, ProofsOfPossession: [][]byte{enc(t, davePop)}}, &pr)
 	if pr.Status != "PENDING" || pr.RequestId != prop.RequestID.String() || pr.Threshold != 2 || pr.Kind != "set-change" {
 		t.Fatalf("QuorumPropose: %+v", pr)
@@ -230,7 +222,7 @@ func TestQuorumSetChangeOnline(t *testing.T) {
 	if err := json.Unmarshal(resp, &list); err != nil || len(list.Proposals) != 2 || len(list.Proposals[0].Approvals) != 1 {
 		t.Fatalf("QuorumList in process: %v %s", err, resp)
 	}
-	var shown gateway.QuorumProposalOuput
+	var shown gateway.QuorumProposalOutput
 	clients["bob"].must("QuorumShow", gateway.QuorumRequestInput{RequestId: pr.RequestId}, &shown)
 	if !bytes.Equal(shown.Proposal, propRaw) || !strings.Contains(shown.Text, "next epoch") {
 		t.Fatalf("QuorumShow: %+v", shown)

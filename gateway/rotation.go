@@ -66,7 +66,7 @@ func (g *Gateway) auditEvent(ctx context.Context, op, principal, keyID string, v
 	}
 	rec := audit.Record{
 		RequestID: newRequestID(), Principal: principal, Operation: op,
-		KeyID: keyID, KeyARN: "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + keyID,
+		KeyID: keyID, KeyARN: g.service.KeyARN(keyID),
 		KeyVersion: version, Outcome: audit.OutcomeOK,
 	}
 	if failure != nil {

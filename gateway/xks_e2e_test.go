@@ -64,16 +64,7 @@ func xksMetadata(op, via string) map[string]any {
 func TestXKSThroughTheGateway(t *testing.T) {
 	tg := startGateway(t, nil)
 	ctx := context.Background()
-	w, err := gateway.OpenAudit(ctx, tg.pool, tg.store, tg.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w,
-		XKS: &gateway.XKSOptions{Stores: []gateway.XKSStore{{Name: "prod", Prefix: "/xks/prod"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, _, stop := startServing(t, ctx, gw, tg.pool, tg.store, tg.dir)
+	gw, w, url, stop := tg.serveAudited(t, &gateway.XKSOptions{Stores: []gateway.XKSStore{{Name: "prod", Prefix: "/xks/prod"}}})
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tg.caPool}}
 	client := &http.Client{Transport: transport}
 	admin := kms.New(kms.Options{Region: testRegion, BaseEndpoint: aws.String(url), HTTPClient: client,

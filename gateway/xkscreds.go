@@ -42,13 +42,7 @@ func (id *Identities) CreateXKSCredential(ctx context.Context, store string) (xk
 	} else if p.XKSStore != store {
 		return xks.Credential{}, fmt.Errorf("%w: principal %s exists and is not store %s's", keystore.ErrInvalid, name, store)
 	}
-	active := 0
-	for _, a := range id.Store.AccessKeysOf(name) {
-		if !a.Revoked {
-			active++
-		}
-	}
-	if active >= MaxActiveAccessKeys {
+	if active := id.activeAccessKeys(name); active >= MaxActiveAccessKeys {
 		return xks.Credential{}, fmt.Errorf("external key store %s already has %d active credentials; remove one first: %w", store, active, keystore.ErrInvalid)
 	}
 	c, err := xks.NewCredential()

@@ -148,7 +148,7 @@ func (g *Gateway) xksAuthorize(_ context.Context, r *xks.AuthzRequest) error {
 	}
 	d := p.Evaluate(&policy.Request{
 		Principals: principals, Account: g.cfg.Account, Action: "xks:" + r.Operation,
-		Resource: "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + xk.k.ID, Context: ctx,
+		Resource: g.service.KeyARN(xk.k.ID), Context: ctx,
 	})
 	if d != policy.Allow {
 		return fmt.Errorf("%w: the XKS policy of key %s gives %s for xks:%s", xks.ErrAccessDenied, xk.k.ID, d, r.Operation)
@@ -176,7 +176,7 @@ func (g *Gateway) auditXKS(ctx context.Context, ev xks.Event) error {
 	}
 	if xk, ok := ev.Key.(*xksKey); ok && xk != nil {
 		rec.KeyID = xk.k.ID
-		rec.KeyARN = "arn:aws:kms:" + g.cfg.Region + ":" + g.cfg.Account + ":key/" + xk.k.ID
+		rec.KeyARN = g.service.KeyARN(xk.k.ID)
 	}
 	if rec.RequestMetadata == nil {
 		rec.RequestMetadata = map[string]string{}

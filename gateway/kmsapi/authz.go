@@ -154,7 +154,7 @@ func (s *Service) decide(ctx context.Context, action string, k *keystore.Key) (p
 		Admin:      c.Admin,
 		Account:    s.Account,
 		Action:     kmsAction(action),
-		Resource:   s.keyARN(k.ID),
+		Resource:   s.KeyARN(k.ID),
 		Context:    &rq.cc,
 	}
 	return p.Evaluate(&rq.pr), nil
@@ -184,14 +184,14 @@ func (s *Service) authorize(ctx context.Context, c Caller, action string, k *key
 	d, err := s.decide(ctx, action, k)
 	if err != nil {
 		// A stored policy always parsed when it was put.
-		return Errorf(ExInternal, "The key policy of %s could not be read.", s.keyARN(k.ID))
+		return Errorf(ExInternal, "The key policy of %s could not be read.", s.KeyARN(k.ID))
 	}
 	switch d {
 	case policy.Allow:
 		return nil
 	case policy.Deny:
 		return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s with an explicit deny in a resource-based policy.",
-			s.callerARN(&c), action, s.keyARN(k.ID))
+			s.callerARN(&c), action, s.KeyARN(k.ID))
 	}
 	if g := s.grantFor(&c, action, k, rq.ec); g != nil {
 		if rq.info != nil && rq.info.GrantID == "" {
@@ -216,7 +216,7 @@ func (s *Service) authorized(ctx context.Context, c Caller, action, keyID string
 
 func (s *Service) denied(c *Caller, action string, k *keystore.Key) error {
 	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no resource-based policy allows the kms:%s action.",
-		s.callerARN(c), action, s.keyARN(k.ID), action)
+		s.callerARN(c), action, s.KeyARN(k.ID), action)
 }
 
 // grantFor returns a grant that lets c run action on k with encryption

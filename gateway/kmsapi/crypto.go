@@ -62,7 +62,7 @@ func (s *Service) EncryptionVersion(ctx context.Context, k *keystore.Key) (*keys
 			return nil, nil, err
 		}
 		if k.Origin != "AWS_KMS" {
-			return nil, nil, Errorf(ExLimitExceeded, "%s: %v; import new material into a new key.", s.keyARN(k.ID), errExternalExhausted)
+			return nil, nil, Errorf(ExLimitExceeded, "%s: %v; import new material into a new key.", s.KeyARN(k.ID), errExternalExhausted)
 		}
 		if _, err := s.rotateLocked(ctx, k.ID, v.Number, keystore.RotationAutomatic, "gcm-limit", time.Time{}); err != nil {
 			return nil, nil, err
@@ -180,7 +180,7 @@ func (s *Service) encrypt(ctx context.Context, c Caller, req *encryptRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &encryptResponse{CiphertextBlob: blob, KeyId: s.keyARN(k.ID), EncryptionAlgorithm: alg}, nil
+	return &encryptResponse{CiphertextBlob: blob, KeyId: s.KeyARN(k.ID), EncryptionAlgorithm: alg}, nil
 }
 
 // encryptionAlgorithm checks the algorithm named for k (defaulting to
@@ -192,7 +192,7 @@ func (s *Service) encryptionAlgorithm(k *keystore.Key, alg string, ec map[string
 	enc, _, _, _ := s.algorithms(k.Spec, k.Usage)
 	if !contains(enc, alg) {
 		return "", Errorf(ExInvalidKeyUsage, "The encryption algorithm %s is not valid for %s (valid: %s).",
-			truncate(alg, 32), s.keyARN(k.ID), strings.Join(enc, ", "))
+			truncate(alg, 32), s.KeyARN(k.ID), strings.Join(enc, ", "))
 	}
 	if alg != symmetricDefault && len(ec) > 0 {
 		return "", Errorf(ExValidation, "EncryptionContext is not supported with asymmetric keys.")
@@ -223,7 +223,7 @@ func (s *Service) decrypt(ctx context.Context, c Caller, req *decryptRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &decryptResponse{KeyId: s.keyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: alg}, nil
+	return &decryptResponse{KeyId: s.KeyARN(k.ID), Plaintext: pt, EncryptionAlgorithm: alg}, nil
 }
 
 // decryptAny decrypts a symmetric blob, or an RSA ciphertext when keyID
@@ -307,7 +307,7 @@ func (s *Service) reEncrypt(ctx context.Context, c Caller, req *reEncryptRequest
 	if err != nil {
 		return nil, err
 	}
-	return &reEncryptResponse{CiphertextBlob: blob, SourceKeyId: s.keyARN(src.ID), KeyId: s.keyARN(dst.ID),
+	return &reEncryptResponse{CiphertextBlob: blob, SourceKeyId: s.KeyARN(src.ID), KeyId: s.KeyARN(dst.ID),
 		SourceEncryptionAlgorithm: srcAlg, DestinationEncryptionAlgorithm: dstAlg}, nil
 }
 
@@ -350,7 +350,7 @@ func (s *Service) dataKey(ctx context.Context, c Caller, action string, req *gen
 	if err != nil {
 		return nil, err
 	}
-	return &generateDataKeyResponse{CiphertextBlob: blob, Plaintext: pt, KeyId: s.keyARN(k.ID)}, nil
+	return &generateDataKeyResponse{CiphertextBlob: blob, Plaintext: pt, KeyId: s.KeyARN(k.ID)}, nil
 }
 
 // dataKeyProtector resolves the symmetric encryption key that is to
@@ -365,7 +365,7 @@ func (s *Service) dataKeyProtector(ctx context.Context, c Caller, action, keyID 
 		return nil, err
 	}
 	if k.Spec != symmetricDefault {
-		return nil, Errorf(ExInvalidKeyUsage, "%s is not a symmetric encryption key.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidKeyUsage, "%s is not a symmetric encryption key.", s.KeyARN(k.ID))
 	}
 	if dry {
 		return nil, dryRun()
@@ -397,7 +397,7 @@ func (s *Service) macKey(ctx context.Context, c Caller, action string, req *macR
 		return nil, nil, err
 	}
 	if want := specs[k.Spec].hmac; req.MacAlgorithm != want {
-		return nil, nil, Errorf(ExInvalidKeyUsage, "The MAC algorithm %s is not valid for %s (valid: %s).", truncate(req.MacAlgorithm, 32), s.keyARN(k.ID), want)
+		return nil, nil, Errorf(ExInvalidKeyUsage, "The MAC algorithm %s is not valid for %s (valid: %s).", truncate(req.MacAlgorithm, 32), s.KeyARN(k.ID), want)
 	}
 	if req.DryRun {
 		return nil, nil, dryRun()
@@ -415,7 +415,7 @@ func (s *Service) generateMac(ctx context.Context, c Caller, req *macRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &generateMacResponse{Mac: mac, MacAlgorithm: req.MacAlgorithm, KeyId: s.keyARN(k.ID)}, nil
+	return &generateMacResponse{Mac: mac, MacAlgorithm: req.MacAlgorithm, KeyId: s.KeyARN(k.ID)}, nil
 }
 
 func (s *Service) verifyMac(ctx context.Context, c Caller, req *macRequest) (*verifyMacResponse, error) {
@@ -429,7 +429,7 @@ func (s *Service) verifyMac(ctx context.Context, c Caller, req *macRequest) (*ve
 	if err := s.Pool.VerifyMAC(ctx, pk, req.Message, req.Mac); err != nil {
 		return nil, err
 	}
-	return &verifyMacResponse{KeyId: s.keyARN(k.ID), MacValid: true, MacAlgorithm: req.MacAlgorithm}, nil
+	return &verifyMacResponse{KeyId: s.KeyARN(k.ID), MacValid: true, MacAlgorithm: req.MacAlgorithm}, nil
 }
 
 // signInput checks a Sign or Verify request and returns the key, the pool
@@ -461,7 +461,7 @@ func (s *Service) signInput(ctx context.Context, c Caller, action string, req *s
 	if !ok || !s.signingAllowed(k.Spec, k.Usage, req.SigningAlgorithm) {
 		_, valid, _, _ := s.algorithms(k.Spec, k.Usage)
 		return nil, nil, 0, false, Errorf(ExInvalidKeyUsage, "The signing algorithm %s is not valid for %s (valid: %s).",
-			truncate(req.SigningAlgorithm, 40), s.keyARN(k.ID), strings.Join(valid, ", "))
+			truncate(req.SigningAlgorithm, 40), s.KeyARN(k.ID), strings.Join(valid, ", "))
 	}
 	if digest {
 		if alg == hsmpool.Ed25519Pure {
@@ -492,7 +492,7 @@ func (s *Service) sign(ctx context.Context, c Caller, req *signRequest) (*signRe
 	if err != nil {
 		return nil, err
 	}
-	return &signResponse{KeyId: s.keyARN(k.ID), Signature: sig, SigningAlgorithm: req.SigningAlgorithm}, nil
+	return &signResponse{KeyId: s.KeyARN(k.ID), Signature: sig, SigningAlgorithm: req.SigningAlgorithm}, nil
 }
 
 func (s *Service) verify(ctx context.Context, c Caller, req *signRequest) (*verifyResponse, error) {
@@ -511,7 +511,7 @@ func (s *Service) verify(ctx context.Context, c Caller, req *signRequest) (*veri
 	if err != nil {
 		return nil, err
 	}
-	return &verifyResponse{KeyId: s.keyARN(k.ID), SignatureValid: true, SigningAlgorithm: req.SigningAlgorithm}, nil
+	return &verifyResponse{KeyId: s.KeyARN(k.ID), SignatureValid: true, SigningAlgorithm: req.SigningAlgorithm}, nil
 }
 
 func (s *Service) getPublicKey(ctx context.Context, c Caller, req *keyIDRequest) (*getPublicKeyResponse, error) {
@@ -521,13 +521,13 @@ func (s *Service) getPublicKey(ctx context.Context, c Caller, req *keyIDRequest)
 	}
 	pub := k.Current().Public
 	if len(pub) == 0 {
-		return nil, Errorf(ExUnsupported, "%s is not an asymmetric key: it has no public key.", s.keyARN(k.ID))
+		return nil, Errorf(ExUnsupported, "%s is not an asymmetric key: it has no public key.", s.KeyARN(k.ID))
 	}
 	if _, err := x509.ParsePKIXPublicKey(pub); err != nil {
 		return nil, Errorf(ExInternal, "Internal error.")
 	}
 	enc, sig, _, agree := s.algorithms(k.Spec, k.Usage)
-	return &getPublicKeyResponse{KeyId: s.keyARN(k.ID), PublicKey: pub, CustomerMasterKeySpec: k.Spec, KeySpec: k.Spec,
+	return &getPublicKeyResponse{KeyId: s.KeyARN(k.ID), PublicKey: pub, CustomerMasterKeySpec: k.Spec, KeySpec: k.Spec,
 		KeyUsage: k.Usage, EncryptionAlgorithms: enc, SigningAlgorithms: sig, KeyAgreementAlgorithms: agree}, nil
 }
 

@@ -168,11 +168,11 @@ func (s *Service) createGrant(ctx context.Context, c Caller, req *createGrantReq
 			continue
 		}
 		if !contains(grantOpsForUsage[k.Usage], op) || (strings.HasPrefix(op, "GenerateDataKey") && !strings.HasPrefix(op, "GenerateDataKeyPair") && k.Spec != symmetricDefault) {
-			return nil, Errorf(ExValidation, "Operations: %s is not valid for %s, a %s key with usage %s.", op, s.keyARN(k.ID), k.Spec, k.Usage)
+			return nil, Errorf(ExValidation, "Operations: %s is not valid for %s, a %s key with usage %s.", op, s.KeyARN(k.ID), k.Spec, k.Usage)
 		}
 	}
 	if k.State == keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.KeyARN(k.ID))
 	}
 	setCond(ctx, "kms:grantoperations", ops...)
 	setCond(ctx, "kms:granteeprincipal", req.GranteePrincipal)
@@ -223,13 +223,13 @@ func (s *Service) authorizeCreateGrant(ctx context.Context, c Caller, k *keystor
 	}
 	d, err := s.decide(ctx, "CreateGrant", k)
 	if err != nil {
-		return Errorf(ExInternal, "The key policy of %s could not be read.", s.keyARN(k.ID))
+		return Errorf(ExInternal, "The key policy of %s could not be read.", s.KeyARN(k.ID))
 	}
 	switch d {
 	case policy.Allow:
 		return nil
 	case policy.Deny:
-		return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:CreateGrant on resource: %s with an explicit deny in a resource-based policy.", s.callerARN(&c), s.keyARN(k.ID))
+		return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:CreateGrant on resource: %s with an explicit deny in a resource-based policy.", s.callerARN(&c), s.KeyARN(k.ID))
 	}
 	arn := s.callerARN(&c)
 	for _, parent := range s.Store.GrantsOf(k.ID) {
@@ -330,7 +330,7 @@ func (s *Service) checkGrantTokens(tokens []string) error {
 
 func (s *Service) grantEntry(g *keystore.Grant) grantEntry {
 	e := grantEntry{
-		KeyId: s.keyARN(g.KeyID), GrantId: g.ID, Name: g.Name, CreationDate: Epoch(g.CreatedAt),
+		KeyId: s.KeyARN(g.KeyID), GrantId: g.ID, Name: g.Name, CreationDate: Epoch(g.CreatedAt),
 		GranteePrincipal: g.GranteePrincipal, RetiringPrincipal: g.RetiringPrincipal,
 		IssuingAccount: "arn:aws:iam::" + s.Account + ":root", Operations: g.Operations,
 	}
@@ -418,7 +418,7 @@ func (s *Service) retireGrant(ctx context.Context, c Caller, req *retireGrantReq
 		}
 		found, err := s.Store.Grant(req.GrantId)
 		if err != nil || found.KeyID != k.ID {
-			return nil, Errorf(ExNotFound, "Grant %s is not found on %s.", truncate(req.GrantId, 128), s.keyARN(k.ID))
+			return nil, Errorf(ExNotFound, "Grant %s is not found on %s.", truncate(req.GrantId, 128), s.KeyARN(k.ID))
 		}
 		g = found
 	default:
@@ -459,7 +459,7 @@ func (s *Service) revokeGrant(ctx context.Context, c Caller, req *retireGrantReq
 	}
 	g, err := s.Store.Grant(req.GrantId)
 	if err != nil || g.KeyID != k.ID {
-		return nil, Errorf(ExNotFound, "Grant %s is not found on %s.", truncate(req.GrantId, 128), s.keyARN(k.ID))
+		return nil, Errorf(ExNotFound, "Grant %s is not found on %s.", truncate(req.GrantId, 128), s.KeyARN(k.ID))
 	}
 	if info := infoOf(ctx); info != nil {
 		info.GrantID = g.ID

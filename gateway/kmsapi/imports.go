@@ -89,9 +89,9 @@ func (s *Service) externalKey(ctx context.Context, c Caller, action, keyID strin
 	}
 	switch {
 	case k.Origin != originExternal || k.Import == nil:
-		return nil, Errorf(ExUnsupported, "%s has origin %s; %s works only on keys created with origin EXTERNAL.", s.keyARN(k.ID), k.Origin, action)
+		return nil, Errorf(ExUnsupported, "%s has origin %s; %s works only on keys created with origin EXTERNAL.", s.KeyARN(k.ID), k.Origin, action)
 	case k.State == keystore.StatePendingDeletion:
-		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.KeyARN(k.ID))
 	}
 	return k, nil
 }
@@ -128,7 +128,7 @@ func (s *Service) getParametersForImport(ctx context.Context, c Caller, req *get
 	}
 	id, _ := keyUUID(k.ID)
 	token := append(append(append([]byte{}, importTokenMagic...), id[:]...), tokenID[:]...)
-	return &getParametersForImportResponse{KeyId: s.keyARN(k.ID), ImportToken: token, PublicKey: gen.Public, ParametersValidTo: Epoch(validTo)}, nil
+	return &getParametersForImportResponse{KeyId: s.KeyARN(k.ID), ImportToken: token, PublicKey: gen.Public, ParametersValidTo: Epoch(validTo)}, nil
 }
 
 func (s *Service) importKeyMaterial(ctx context.Context, c Caller, req *importKeyMaterialRequest) (*empty, error) {
@@ -168,7 +168,7 @@ func (s *Service) importKeyMaterial(ctx context.Context, c Caller, req *importKe
 	id, _ := keyUUID(k.ID)
 	tok := req.ImportToken
 	if len(tok) != len(importTokenMagic)+16+32 || !bytes.HasPrefix(tok, importTokenMagic) || !bytes.Equal(tok[len(importTokenMagic):len(importTokenMagic)+16], id[:]) {
-		return nil, Errorf(ExInvalidImportToken, "The import token is not one GetParametersForImport gave for %s.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidImportToken, "The import token is not one GetParametersForImport gave for %s.", s.KeyARN(k.ID))
 	}
 	if imp.TokenID == "" || subtle.ConstantTimeCompare([]byte(fmt.Sprintf("%x", tok[len(importTokenMagic)+16:])), []byte(imp.TokenID)) != 1 {
 		return nil, Errorf(ExInvalidImportToken, "The import token is not the key's current one: call GetParametersForImport again.")
@@ -186,7 +186,7 @@ func (s *Service) importKeyMaterial(ctx context.Context, c Caller, req *importKe
 		return nil, err
 	}
 	if imp.KCV != nil && subtle.ConstantTimeCompare(imp.KCV, kcv) != 1 {
-		return nil, Errorf(ExIncorrectMaterial, "The key material is not the material first imported into %s.", s.keyARN(k.ID))
+		return nil, Errorf(ExIncorrectMaterial, "The key material is not the material first imported into %s.", s.KeyARN(k.ID))
 	}
 	v := keystore.Version{Number: 1, CreatedAt: now, Blob: gen.Blob, Public: gen.Public}
 	if err := s.Store.Apply(&keystore.ImportMaterial{KeyID: k.ID, Version: v, KCV: kcv, ValidTo: validTo}); err != nil {
@@ -203,7 +203,7 @@ func (s *Service) deleteImportedKeyMaterial(ctx context.Context, c Caller, req *
 		return nil, err
 	}
 	if len(k.Versions) == 0 {
-		return nil, Errorf(ExInvalidState, "%s has no key material (it is pending import).", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s has no key material (it is pending import).", s.KeyARN(k.ID))
 	}
 	if err := s.Store.Apply(&keystore.DeleteMaterial{KeyID: k.ID}); err != nil {
 		return nil, err

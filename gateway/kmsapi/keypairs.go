@@ -81,7 +81,7 @@ func (s *Service) dataKeyPair(ctx context.Context, c Caller, action string, req 
 		clear(der)
 		return nil, err
 	}
-	return &dataKeyPairResponse{KeyId: s.keyARN(k.ID), KeyPairSpec: req.KeyPairSpec, PrivateKeyCiphertextBlob: blob, PrivateKeyPlaintext: der, PublicKey: pub}, nil
+	return &dataKeyPairResponse{KeyId: s.KeyARN(k.ID), KeyPairSpec: req.KeyPairSpec, PrivateKeyCiphertextBlob: blob, PrivateKeyPlaintext: der, PublicKey: pub}, nil
 }
 
 func (s *Service) generateDataKeyPair(ctx context.Context, c Caller, req *dataKeyPairRequest) (*dataKeyPairResponse, error) {
@@ -146,5 +146,5 @@ func (s *Service) deriveSharedSecret(ctx context.Context, c Caller, req *deriveS
 	if err != nil {
 		return nil, err
 	}
-	return &deriveSharedSecretResponse{KeyId: s.keyARN(k.ID), SharedSecret: secret, KeyAgreementAlgorithm: "ECDH", KeyOrigin: k.Origin}, nil
+	return &deriveSharedSecretResponse{KeyId: s.KeyARN(k.ID), SharedSecret: secret, KeyAgreementAlgorithm: "ECDH", KeyOrigin: k.Origin}, nil
 }

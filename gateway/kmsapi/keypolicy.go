@@ -79,7 +79,7 @@ func (s *Service) putKeyPolicy(ctx context.Context, c Caller, req *putKeyPolicyR
 		return nil, managedRefusal(s, k, "its key policy can't be changed")
 	}
 	if k.State == keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.KeyARN(k.ID))
 	}
 	if err := s.checkNewPolicy(ctx, c, k, req.Policy, req.BypassPolicyLockoutSafetyCheck); err != nil {
 		return nil, err
@@ -119,7 +119,7 @@ func (s *Service) checkNewPolicy(ctx context.Context, c Caller, k *keystore.Key,
 		Admin:      c.Admin,
 		Account:    s.Account,
 		Action:     "kms:PutKeyPolicy",
-		Resource:   s.keyARN(k.ID),
+		Resource:   s.KeyARN(k.ID),
 		Context:    &condContext{s: s, c: &c, k: &trial, rq: rq, now: s.now()},
 	})
 	if d != policy.Allow {
@@ -131,5 +131,5 @@ func (s *Service) checkNewPolicy(ctx context.Context, c Caller, k *keystore.Key,
 // managedRefusal is the error for changing what users can't change on a
 // service-managed key.
 func managedRefusal(s *Service, k *keystore.Key, what string) error {
-	return Errorf(ExUnsupported, "%s is a service-managed key: %s.", s.keyARN(k.ID), what)
+	return Errorf(ExUnsupported, "%s is a service-managed key: %s.", s.KeyARN(k.ID), what)
 }

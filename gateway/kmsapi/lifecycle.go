@@ -98,13 +98,13 @@ func (s *Service) rotatable(k *keystore.Key, what string) error {
 	case k.Managed():
 		return managedRefusal(s, k, "it rotates every year and its rotation can't be changed")
 	case k.Spec != symmetricDefault:
-		return Errorf(ExUnsupported, "%s is a %s key; %s works only on symmetric encryption keys.", s.keyARN(k.ID), k.Spec, what)
+		return Errorf(ExUnsupported, "%s is a %s key; %s works only on symmetric encryption keys.", s.KeyARN(k.ID), k.Spec, what)
 	case k.Origin != "AWS_KMS":
-		return Errorf(ExUnsupported, "%s has imported key material (origin %s); %s works only on keys generated in the HSMs.", s.keyARN(k.ID), k.Origin, what)
+		return Errorf(ExUnsupported, "%s has imported key material (origin %s); %s works only on keys generated in the HSMs.", s.KeyARN(k.ID), k.Origin, what)
 	case k.State == keystore.StateDisabled:
-		return Errorf(ExDisabled, "%s is disabled.", s.keyARN(k.ID))
+		return Errorf(ExDisabled, "%s is disabled.", s.KeyARN(k.ID))
 	case k.State != keystore.StateEnabled:
-		return Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
+		return Errorf(ExInvalidState, "%s is %s.", s.KeyARN(k.ID), pendingWord(k.State))
 	}
 	return nil
 }
@@ -157,9 +157,9 @@ func (s *Service) getKeyRotationStatus(ctx context.Context, c Caller, req *keyID
 		return nil, err
 	}
 	if k.State == keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.KeyARN(k.ID))
 	}
-	out := &rotationStatusResponse{KeyId: s.keyARN(k.ID), KeyRotationEnabled: k.RotationPeriodDays > 0}
+	out := &rotationStatusResponse{KeyId: s.KeyARN(k.ID), KeyRotationEnabled: k.RotationPeriodDays > 0}
 	if out.KeyRotationEnabled {
 		days := k.RotationPeriodDays
 		next := Epoch(k.NextRotation)
@@ -177,14 +177,14 @@ func (s *Service) rotateKeyOnDemand(ctx context.Context, c Caller, req *keyIDReq
 		return nil, err
 	}
 	if k.OnDemandRotations >= maxOnDemandRotations {
-		return nil, Errorf(ExLimitExceeded, "%s has been rotated on demand %d times, the most a key may be.", s.keyARN(k.ID), maxOnDemandRotations)
+		return nil, Errorf(ExLimitExceeded, "%s has been rotated on demand %d times, the most a key may be.", s.KeyARN(k.ID), maxOnDemandRotations)
 	}
 	v, err := s.rotateLocked(ctx, k.ID, 0, keystore.RotationOnDemand, "on-demand", time.Time{})
 	if err != nil {
 		return nil, err
 	}
 	noteVersion(ctx, v)
-	return &keyIDResponse{KeyId: s.keyARN(k.ID)}, nil
+	return &keyIDResponse{KeyId: s.KeyARN(k.ID)}, nil
 }
 
 func (s *Service) listKeyRotations(ctx context.Context, c Caller, req *listRequest) (*listRotationsResponse, error) {
@@ -197,7 +197,7 @@ func (s *Service) listKeyRotations(ctx context.Context, c Caller, req *listReque
 		return nil, err
 	}
 	if k.Spec != symmetricDefault {
-		return nil, Errorf(ExUnsupported, "%s is a %s key, which never rotates.", s.keyARN(k.ID), k.Spec)
+		return nil, Errorf(ExUnsupported, "%s is a %s key, which never rotates.", s.KeyARN(k.ID), k.Spec)
 	}
 	after := uint32(1) // version 1 is the key's original material, not a rotation
 	if req.Marker != "" {
@@ -220,7 +220,7 @@ func (s *Service) listKeyRotations(ctx context.Context, c Caller, req *listReque
 		if typ == "" {
 			typ = keystore.RotationAutomatic
 		}
-		out.Rotations = append(out.Rotations, rotationEntry{KeyId: s.keyARN(k.ID), RotationDate: Epoch(v.CreatedAt), RotationType: typ})
+		out.Rotations = append(out.Rotations, rotationEntry{KeyId: s.KeyARN(k.ID), RotationDate: Epoch(v.CreatedAt), RotationType: typ})
 	}
 	return out, nil
 }
@@ -375,13 +375,13 @@ func (s *Service) scheduleKeyDeletion(ctx context.Context, c Caller, req *schedu
 		return nil, managedRefusal(s, k, "it can't be deleted")
 	}
 	if k.State == keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is already pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is already pending deletion.", s.KeyARN(k.ID))
 	}
 	date := s.now().UTC().AddDate(0, 0, days)
 	if err := s.Store.Apply(&keystore.ScheduleDeletion{KeyID: k.ID, Date: date, WindowDays: days}); err != nil {
 		return nil, err
 	}
-	return &scheduleDeletionResponse{KeyId: s.keyARN(k.ID), DeletionDate: Epoch(date), KeyState: keystore.StatePendingDeletion, PendingWindowInDays: days}, nil
+	return &scheduleDeletionResponse{KeyId: s.KeyARN(k.ID), DeletionDate: Epoch(date), KeyState: keystore.StatePendingDeletion, PendingWindowInDays: days}, nil
 }
 
 func (s *Service) cancelKeyDeletion(ctx context.Context, c Caller, req *keyIDRequest) (*keyIDResponse, error) {
@@ -390,12 +390,12 @@ func (s *Service) cancelKeyDeletion(ctx context.Context, c Caller, req *keyIDReq
 		return nil, err
 	}
 	if k.State != keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is not pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is not pending deletion.", s.KeyARN(k.ID))
 	}
 	if err := s.Store.Apply(&keystore.CancelDeletion{KeyID: k.ID}); err != nil {
 		return nil, err
 	}
-	return &keyIDResponse{KeyId: s.keyARN(k.ID)}, nil
+	return &keyIDResponse{KeyId: s.KeyARN(k.ID)}, nil
 }
 
 // DeleteDue deletes every key whose pending-deletion window has ended at

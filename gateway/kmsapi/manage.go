@@ -114,7 +114,7 @@ func newKeyID() string {
 func (s *Service) metadata(k *keystore.Key) KeyMetadata {
 	enc, sig, mac, agree := s.algorithms(k.Spec, k.Usage)
 	m := KeyMetadata{
-		AWSAccountId: s.Account, KeyId: k.ID, Arn: s.keyARN(k.ID), CreationDate: Epoch(k.CreatedAt),
+		AWSAccountId: s.Account, KeyId: k.ID, Arn: s.KeyARN(k.ID), CreationDate: Epoch(k.CreatedAt),
 		Enabled: k.State == keystore.StateEnabled, Description: k.Description, KeyUsage: k.Usage,
 		KeyState: k.State, Origin: k.Origin, KeyManager: keyManager(k), CustomerMasterKeySpec: k.Spec,
 		KeySpec: k.Spec, EncryptionAlgorithms: enc, SigningAlgorithms: sig, MacAlgorithms: mac,
@@ -167,7 +167,7 @@ func (s *Service) listKeys(ctx context.Context, c Caller, req *listRequest) (*li
 	keys, more := s.Store.Keys(req.Marker, limit, s.visible(ctx, c))
 	out := &listKeysResponse{Keys: make([]keyListEntry, len(keys)), Truncated: more}
 	for i, k := range keys {
-		out.Keys[i] = keyListEntry{KeyId: k.ID, KeyArn: s.keyARN(k.ID)}
+		out.Keys[i] = keyListEntry{KeyId: k.ID, KeyArn: s.KeyARN(k.ID)}
 	}
 	if more {
 		out.NextMarker = keys[len(keys)-1].ID
@@ -207,7 +207,7 @@ func (s *Service) setState(ctx context.Context, c Caller, action, keyID, state s
 		return nil, managedRefusal(s, k, "it is always enabled")
 	}
 	if k.State != keystore.StateEnabled && k.State != keystore.StateDisabled {
-		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
+		return nil, Errorf(ExInvalidState, "%s is %s.", s.KeyARN(k.ID), pendingWord(k.State))
 	}
 	if err := s.Store.Apply(&keystore.SetKeyState{KeyID: k.ID, State: state}); err != nil {
 		return nil, err
@@ -271,7 +271,7 @@ func (s *Service) aliasTarget(ctx context.Context, c Caller, action, target stri
 		return nil, managedRefusal(s, k, "only its own alias can name it")
 	}
 	if k.State == keystore.StatePendingDeletion {
-		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.keyARN(k.ID))
+		return nil, Errorf(ExInvalidState, "%s is pending deletion.", s.KeyARN(k.ID))
 	}
 	return k, nil
 }

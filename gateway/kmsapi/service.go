@@ -178,7 +178,7 @@ func infoOf(ctx context.Context) *Info { return reqOf(ctx).info }
 // noteKey records the first key an operation resolves.
 func (s *Service) noteKey(ctx context.Context, k *keystore.Key) {
 	if info := infoOf(ctx); info != nil && info.KeyID == "" {
-		info.KeyID, info.KeyARN = k.ID, s.keyARN(k.ID)
+		info.KeyID, info.KeyARN = k.ID, s.KeyARN(k.ID)
 	}
 }
 
@@ -233,9 +233,9 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-// keyARN and friends build the ARNs AWS clients expect. Key ARNs are
+// KeyARN and friends build the ARNs AWS clients expect. Key ARNs are
 // asked for several times per request, so they are kept.
-func (s *Service) keyARN(id string) string {
+func (s *Service) KeyARN(id string) string {
 	if a, ok := s.arns.Load(id); ok {
 		return a.(string)
 	}
@@ -284,7 +284,7 @@ func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, err
 	}
 	k, err := s.Store.Key(ref)
 	if err != nil {
-		return nil, Errorf(ExNotFound, "Key '%s' does not exist.", s.keyARN(truncate(ref, 64)))
+		return nil, Errorf(ExNotFound, "Key '%s' does not exist.", s.KeyARN(truncate(ref, 64)))
 	}
 	s.noteKey(ctx, k)
 	return k, nil
@@ -303,12 +303,12 @@ func (s *Service) usable(ctx context.Context, c Caller, action, keyID, usage str
 	switch k.State {
 	case keystore.StateEnabled:
 	case keystore.StateDisabled:
-		return nil, Errorf(ExDisabled, "%s is disabled.", s.keyARN(k.ID))
+		return nil, Errorf(ExDisabled, "%s is disabled.", s.KeyARN(k.ID))
 	default:
-		return nil, Errorf(ExInvalidState, "%s is %s.", s.keyARN(k.ID), pendingWord(k.State))
+		return nil, Errorf(ExInvalidState, "%s is %s.", s.KeyARN(k.ID), pendingWord(k.State))
 	}
 	if usage != "" && k.Usage != usage {
-		return nil, Errorf(ExInvalidKeyUsage, "%s key usage is %s which is not valid for %s.", s.keyARN(k.ID), k.Usage, action)
+		return nil, Errorf(ExInvalidKeyUsage, "%s key usage is %s which is not valid for %s.", s.KeyARN(k.ID), k.Usage, action)
 	}
 	return k, nil
 }
