@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/aes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -21,6 +20,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hsmgate/hsmgate/internal/kwp"
 	"github.com/miekg/pkcs11"
 )
 
@@ -668,38 +668,7 @@ func WrapKeyMaterial(pub *rsa.PublicKey, alg ImportAlgorithm, material []byte) (
 }
 
 // aesKeyWrapPad is AES key wrap with padding (RFC 5649).
-func aesKeyWrapPad(kek, plaintext []byte) ([]byte, error) {
-	b, err := aes.NewCipher(kek)
-	if err != nil {
-		return nil, err
-	}
-	if len(plaintext) == 0 || uint64(len(plaintext)) > math.MaxUint32 {
-		return nil, fmt.Errorf("hsmpool: can't wrap %d bytes", len(plaintext))
-	}
-	n := (len(plaintext) + 7) / 8
-	out := make([]byte, 8+8*n) // A || R[1..n]
-	copy(out[8:], plaintext)
-	aiv := uint64(0xa65959a6)<<32 | uint64(len(plaintext))
-	if n == 1 {
-		binary.BigEndian.PutUint64(out, aiv)
-		b.Encrypt(out, out)
-		return out, nil
-	}
-	a := aiv
-	var blk [16]byte
-	for j := 0; j < 6; j++ {
-		for i := 1; i <= n; i++ {
-			binary.BigEndian.PutUint64(blk[:8], a)
-			copy(blk[8:], out[8*i:8*i+8])
-			b.Encrypt(blk[:], blk[:])
-			a = binary.BigEndian.Uint64(blk[:8]) ^ uint64(n*j+i)
-			copy(out[8*i:], blk[8:])
-		}
-	}
-	binary.BigEndian.PutUint64(out, a)
-	clear(blk[:])
-	return out, nil
-}
+func aesKeyWrapPad(kek, plaintext []byte) ([]byte, error) { return kwp.Wrap(kek, plaintext) }
 
 // probeMaterial is the throwaway, public test material of the import
 // probes, made once per process: an RSA-2048 key to unwrap with, a

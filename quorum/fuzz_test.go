@@ -71,7 +71,7 @@ func proposalSeeds(t testing.TB) [][]byte {
 	fixed, _ := fixedProposal().Encode()
 	seeds := [][]byte{fixed, append(bytes.Clone(fixed), 0), fixed[:len(fixed)/2], {0x8b}, {}}
 	for _, params := range []Params{
-		&KeyExportParams{KeyID: "alias/k", Recipient: rcpt},
+		&KeyExportParams{KeyID: "alias/k", KeyVersion: 1, Recipient: rcpt},
 		&DomainRecoveryParams{DomainKeyID: "d", SplitID: make([]byte, 16), Recipient: rcpt},
 		firmwareParams(),
 		&SetChangeParams{Next: newSet(t, 2, ks[:2], 2)},
@@ -101,8 +101,10 @@ func approvalSeeds(t testing.TB) [][]byte {
 // that it is there (the fuzz targets run every seed in plain go test).
 func TestSeedCorpus(t *testing.T) {
 	for name, seeds := range map[string][][]byte{
-		"FuzzDecodeProposal": proposalSeeds(t),
-		"FuzzDecodeApproval": approvalSeeds(t),
+		"FuzzDecodeProposal":      proposalSeeds(t),
+		"FuzzDecodeApproval":      approvalSeeds(t),
+		"FuzzDecodeExportedKey":   exportSeeds(t),
+		"FuzzDecodeRecoveryShare": recoveryShareSeeds(t),
 	} {
 		dir := filepath.Join("testdata", "fuzz", name)
 		if *update {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -286,11 +287,13 @@ func kemName(id uint16) string {
 	return fmt.Sprintf("KEM %#04x", id)
 }
 
-// KeyExportParams: export key KeyID wrapped with HPKE to Recipient.
+// KeyExportParams: export version KeyVersion (1, 2, … in order of
+// rotation) of key KeyID, wrapped for Recipient with HPKE.
 type KeyExportParams struct {
-	_         struct{} `cbor:",toarray"`
-	KeyID     string
-	Recipient RecipientKey
+	_          struct{} `cbor:",toarray"`
+	KeyID      string
+	KeyVersion uint64
+	Recipient  RecipientKey
 }
 
 func (*KeyExportParams) Kind() Kind { return KindKeyExport }
@@ -298,11 +301,15 @@ func (p *KeyExportParams) validate() error {
 	if err := checkText("key id", p.KeyID, 256, false); err != nil {
 		return err
 	}
+	if p.KeyVersion < 1 || p.KeyVersion > math.MaxUint32 {
+		return fmt.Errorf("%w: key version %d (versions are numbered from 1)", ErrNonCanonical, p.KeyVersion)
+	}
 	return p.Recipient.validate()
 }
 func (p *KeyExportParams) render(b *strings.Builder) {
 	fp := p.Recipient.Fingerprint()
 	line(b, "export key", strconv.Quote(p.KeyID))
+	line(b, "key version", strconv.FormatUint(p.KeyVersion, 10))
 	line(b, "to recipient", hex.EncodeToString(fp[:]))
 	line(b, "recipient KEM", kemName(p.Recipient.KEM))
 }

@@ -66,7 +66,7 @@ func TestProposalRoundTripEveryKind(t *testing.T) {
 	next := newSet(t, 2, ks, 3)
 	rcpt, _ := ks[0].Public().Recipient(KEMXWing)
 	for _, params := range []Params{
-		&KeyExportParams{KeyID: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", Recipient: rcpt},
+		&KeyExportParams{KeyID: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", KeyVersion: 1, Recipient: rcpt},
 		&DomainRecoveryParams{DomainKeyID: "domain/prod-eu", SplitID: bytes.Repeat([]byte{1}, 16), Recipient: rcpt},
 		firmwareParams(),
 		&SetChangeParams{Next: next},
