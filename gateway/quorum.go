@@ -67,6 +67,21 @@ type quorumState struct {
 	Pending   []*pendingProposal
 	// Done: proposals no longer pending, by proposal hash (hex): why.
 	Done map[string]string
+	// Results of executed proposals other than set changes, by request
+	// id (hex): what the officers and the proposer fetch afterwards.
+	Results map[string]*quorumResult `json:",omitempty"`
+}
+
+// quorumResult is what an executed proposal produced: for a key export
+// the sealed export record (quorum.ExportedKey, encrypted to its
+// recipient), for a key operation the operation's JSON response.
+type quorumResult struct {
+	Proposal  []byte
+	Proposer  string
+	Executed  int64
+	Approvals []string
+	Output    []byte `json:",omitempty"`
+	Error     string `json:",omitempty"`
 }
 
 type pendingProposal struct {
@@ -130,8 +145,13 @@ type (
 		Status string
 		// NewEpoch: the epoch installed by an executed set change.
 		NewEpoch uint64 `json:",omitempty"`
-		Proposal []byte `json:",omitempty"` // QuorumShow
-		Text     string `json:",omitempty"` // QuorumShow: quorum.Proposal.Render
+		// Result: what an executed key export (the sealed export record)
+		// or key operation (its JSON response) produced; ResultError: why
+		// it failed after it was consumed.
+		Result      []byte `json:",omitempty"`
+		ResultError string `json:",omitempty"`
+		Proposal    []byte `json:",omitempty"` // QuorumShow
+		Text        string `json:",omitempty"` // QuorumShow: quorum.Proposal.Render
 	}
 	QuorumListOutput struct{ Proposals []QuorumProposalOutput }
 )
@@ -424,7 +444,10 @@ func (a *Admin) quorumPropose(ctx context.Context, caller *kmsapi.Caller, req *Q
 			return nil, quorumRefused(err)
 		}
 	default:
-		return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "The gateway does not run %s operations yet; only %s is served.", p.Kind, quorum.KindSetChange)
+		// Refuse now what could not run once approved.
+		if _, err := a.prepare(ctx, caller.Principal, p, h); err != nil {
+			return nil, err
+		}
 	}
 	pp := &pendingProposal{Proposal: req.Proposal, Proposer: caller.Principal, Created: a.now().Unix(), Pops: req.ProofsOfPossession}
 	st.Pending = append(st.Pending, pp)
@@ -508,7 +531,10 @@ func (a *Admin) quorumShow(_ context.Context, caller *kmsapi.Caller, req *Quorum
 		return p.RequestID.String() == req.RequestId || hex.EncodeToString(h[:]) == req.RequestId
 	})
 	if pp == nil {
-		return nil, kmsapi.Errorf(kmsapi.ExNotFound, "No pending proposal with request id %q.", truncateRunes(req.RequestId, 64))
+		if out, ok := a.executed(st, set, req.RequestId); ok {
+			return out, nil
+		}
+		return nil, kmsapi.Errorf(kmsapi.ExNotFound, "No pending or executed proposal with request id %q.", truncateRunes(req.RequestId, 64))
 	}
 	out := a.describeProposal(st, set, pp)
 	out.Proposal = pp.Proposal
@@ -575,10 +601,8 @@ func (a *Admin) quorumApprove(ctx context.Context, caller *kmsapi.Caller, req *Q
 	return a.execute(ctx, caller, st, set, pp, d)
 }
 
-// execute runs an approved proposal through the Executor and stores the
-// result.
-func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, pp *pendingProposal, d quorum.Decision) (*QuorumProposalOutput, error) {
-	out := a.describeProposal(st, set, pp)
+// counted decodes the stored approvals the decision counted.
+func counted(pp *pendingProposal, d quorum.Decision) []*quorum.Approval {
 	var approvals []*quorum.Approval
 	for _, raw := range pp.Approvals {
 		ap, err := quorum.DecodeApproval(raw)
@@ -586,6 +610,17 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 			approvals = append(approvals, ap)
 		}
 	}
+	return approvals
+}
+
+// execute runs an approved proposal through the Executor and stores the
+// result.
+func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, pp *pendingProposal, d quorum.Decision) (*QuorumProposalOutput, error) {
+	if d.Kind != quorum.KindSetChange {
+		return a.executeOperation(ctx, caller, st, set, pp, d)
+	}
+	out := a.describeProposal(st, set, pp)
+	approvals := counted(pp, d)
 	pops, err := decodePops(pp.Pops)
 	if err != nil {
 		return nil, err

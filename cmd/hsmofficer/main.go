@@ -71,6 +71,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
+		// cliexit.Run reports errors and returns the status; the default
+		// handler would exit the process (and a test running it in-process).
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
 				Name:  "keygen",
@@ -217,6 +220,48 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 						return err
 					}
 					return tl.unwrapShare(file, c.String("key"), c.String("out"))
+				},
+			},
+			{
+				Name:      "recovery-share",
+				Usage:     "for a domain-key recovery: decrypt your share and seal it to the recovering gateway named by the approved proposal",
+				ArgsUsage: "ENCRYPTED-SHARE-FILE",
+				Flags: []cli.Flag{keyFlag,
+					&cli.StringFlag{Name: "proposal", Usage: "the domain-recovery proposal file", Required: true},
+					&cli.StringFlag{Name: "set", Usage: "the current quorum set: refuse a proposal made for another"},
+					&cli.StringFlag{Name: "out", Usage: "recovery share file to write (only the recovering gateway can open it)", Required: true}},
+				Action: func(c *cli.Context) error {
+					file, err := oneArg(c, "ENCRYPTED-SHARE-FILE")
+					if err != nil {
+						return err
+					}
+					return tl.recoveryShare(file, c.String("key"), c.String("proposal"), c.String("set"), c.String("out"))
+				},
+			},
+			{
+				Name:      "fetch-result",
+				Usage:     "fetch what an executed proposal produced: an exported key record, or a key operation's response",
+				ArgsUsage: "REQUEST-ID",
+				Flags:     append([]cli.Flag{&cli.StringFlag{Name: "out", Usage: "file to write the exported key record to (key exports)"}}, onlineFlags(true)...),
+				Action: func(c *cli.Context) error {
+					id, err := oneArg(c, "REQUEST-ID")
+					if err != nil {
+						return err
+					}
+					return tl.fetchResult(c, id, c.String("out"))
+				},
+			},
+			{
+				Name:      "unwrap-export",
+				Usage:     "open a key exported to you; the output is the key itself (raw bytes, or a PKCS#8 PEM for key pairs): secret",
+				ArgsUsage: "EXPORTED-KEY-FILE",
+				Flags:     []cli.Flag{keyFlag, &cli.StringFlag{Name: "out", Usage: "file for the key (mode 0600)", Required: true}},
+				Action: func(c *cli.Context) error {
+					file, err := oneArg(c, "EXPORTED-KEY-FILE")
+					if err != nil {
+						return err
+					}
+					return tl.unwrapExport(file, c.String("key"), c.String("out"))
 				},
 			},
 			{

@@ -126,6 +126,8 @@ type (
 		Approvals, Rejections         []string
 		Status                        string
 		NewEpoch                      uint64
+		Result                        []byte
+		ResultError                   string
 		Proposal                      []byte
 		Text                          string
 	}
@@ -139,7 +141,14 @@ func (t *tool) printProposalLine(p wireProposal) {
 func (t *tool) printResult(p wireProposal) {
 	switch p.Status {
 	case "EXECUTED":
-		t.printf("EXECUTED: request %s (%s) with %d approvals; the quorum set is now at epoch %d\n", p.RequestId, p.Kind, len(p.Approvals), p.NewEpoch)
+		switch {
+		case p.Kind == string(quorum.KindSetChange):
+			t.printf("EXECUTED: request %s (%s) with %d approvals; the quorum set is now at epoch %d\n", p.RequestId, p.Kind, len(p.Approvals), p.NewEpoch)
+		case p.ResultError != "":
+			t.printf("EXECUTED, FAILED: request %s (%s) with %d approvals: %s (the request id is spent: a retry needs a new proposal)\n", p.RequestId, p.Kind, len(p.Approvals), p.ResultError)
+		default:
+			t.printf("EXECUTED: request %s (%s) with %d approvals; hsmofficer fetch-result %s gets its result\n", p.RequestId, p.Kind, len(p.Approvals), p.RequestId)
+		}
 	case "REJECTED":
 		t.printf("REJECTED: request %s (%s) can no longer be approved (%d rejections)\n", p.RequestId, p.Kind, len(p.Rejections))
 	default:
@@ -283,6 +292,44 @@ func offlineNeeds(c *cli.Context, names ...string) error {
 	}
 	if len(missing) > 0 {
 		return errors.New("required flags not set: " + strings.Join(missing, ", ") + " (or give --endpoint to submit a signed file to the gateway)")
+	}
+	return nil
+}
+
+// fetchResult fetches an executed proposal's result.
+func (t *tool) fetchResult(c *cli.Context, id, out string) error {
+	oc, err := newOnlineClient(c)
+	if err != nil {
+		return err
+	}
+	var p wireProposal
+	if err := oc.call("QuorumShow", struct{ RequestId string }{id}, &p); err != nil {
+		return err
+	}
+	if p.Status != "EXECUTED" {
+		t.printResult(p)
+		return cli.Exit("the proposal has not been executed", 1)
+	}
+	if p.ResultError != "" {
+		t.printResult(p)
+		return cli.Exit("the operation failed", 1)
+	}
+	switch p.Kind {
+	case string(quorum.KindKeyExport):
+		rec, err := quorum.DecodeExportedKey(p.Result)
+		if err != nil {
+			return fmt.Errorf("the gateway's export record: %w", err)
+		}
+		if out == "" {
+			return errors.New("--out is needed for an exported key record")
+		}
+		if err := writeNew(out, quorum.Armor(quorum.PEMExportedKey, p.Result), 0o644); err != nil {
+			return err
+		}
+		t.printf("exported key record for %s version %d (%s, %s) written to %s\nonly the recipient opens it: hsmofficer unwrap-export --key RECIPIENT.key --out KEY %s\n",
+			rec.KeyID, rec.KeyVersion, rec.KeySpec, rec.Format, out, out)
+	default:
+		t.printf("%s\n", p.Result)
 	}
 	return nil
 }

@@ -346,6 +346,47 @@ func draftCommand(t *tool) *cli.Command {
 				},
 			},
 			{
+				Name:  "key-export",
+				Usage: "propose exporting a key version to a recipient's HPKE key (an officer public key file)",
+				Flags: append(slices.Clone(draftFlags),
+					&cli.StringFlag{Name: "key-id", Usage: "the key's ARN (or id)", Required: true},
+					&cli.Uint64Flag{Name: "version", Usage: "the key version to export (1 is the key's first; each rotation adds one)", Required: true},
+					&cli.StringFlag{Name: "recipient", Usage: "the recipient's public key record (hsmofficer keygen --pub)", Required: true},
+					&cli.StringFlag{Name: "kem", Value: "xwing", Usage: "the recipient's HPKE KEM: xwing (X25519 + ML-KEM-768) or x25519"},
+				),
+				Action: func(c *cli.Context) error {
+					pub, err := readPublic(c.String("recipient"))
+					if err != nil {
+						return err
+					}
+					kemID := quorum.KEMXWing
+					switch c.String("kem") {
+					case "xwing":
+					case "x25519":
+						kemID = quorum.KEMX25519
+					default:
+						return fmt.Errorf("--kem must be xwing or x25519, not %q", c.String("kem"))
+					}
+					rcpt, err := pub.Recipient(kemID)
+					if err != nil {
+						return err
+					}
+					return t.draft(c, &quorum.KeyExportParams{KeyID: c.String("key-id"), KeyVersion: c.Uint64("version"), Recipient: rcpt})
+				},
+			},
+			{
+				Name:  "key-operation",
+				Usage: "propose running a key-changing KMS operation that the key's policy reserves to a quorum",
+				Flags: append(slices.Clone(draftFlags),
+					&cli.StringFlag{Name: "key-id", Usage: "the key's ARN (or id)", Required: true},
+					&cli.StringFlag{Name: "operation", Usage: "the KMS operation, e.g. ScheduleKeyDeletion or PutKeyPolicy", Required: true},
+					&cli.StringFlag{Name: "request", Usage: "the operation's JSON request, as the AWS API takes it (it must name the key)", Required: true},
+				),
+				Action: func(c *cli.Context) error {
+					return t.draft(c, &quorum.KeyOperationParams{KeyID: c.String("key-id"), Operation: c.String("operation"), Request: []byte(c.String("request"))})
+				},
+			},
+			{
 				Name:  "set-change",
 				Usage: "propose replacing the quorum set by the next one (from set edit)",
 				Flags: append(slices.Clone(draftFlags),

@@ -26,6 +26,11 @@ type Caller struct {
 	Service  string
 	Tags     map[string]string
 	SourceIP string // the client's address, for aws:SourceIp
+	// QuorumApproved marks an operation run by the gateway because a
+	// threshold of officers approved it (a quorum key-operation or
+	// key-export proposal); policies see it as hsmgate:QuorumApproved.
+	// Requests never set it.
+	QuorumApproved bool
 
 	arn string // the caller's ARN, once computed
 }
@@ -164,6 +169,9 @@ func (s *Service) decide(ctx context.Context, action string, k *keystore.Key) (p
 var kmsActions sync.Map
 
 func kmsAction(a string) string {
+	if strings.IndexByte(a, ':') >= 0 { // an hsmgate: action, whole already
+		return a
+	}
 	if v, ok := kmsActions.Load(a); ok {
 		return v.(string)
 	}
@@ -190,8 +198,8 @@ func (s *Service) authorize(ctx context.Context, c Caller, action string, k *key
 	case policy.Allow:
 		return nil
 	case policy.Deny:
-		return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s with an explicit deny in a resource-based policy.",
-			s.callerARN(&c), action, s.KeyARN(k.ID))
+		return Errorf(ExAccessDenied, "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a resource-based policy.",
+			s.callerARN(&c), kmsAction(action), s.KeyARN(k.ID))
 	}
 	if g := s.grantFor(&c, action, k, rq.ec); g != nil {
 		if rq.info != nil && rq.info.GrantID == "" {
@@ -215,8 +223,8 @@ func (s *Service) authorized(ctx context.Context, c Caller, action, keyID string
 }
 
 func (s *Service) denied(c *Caller, action string, k *keystore.Key) error {
-	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: kms:%s on resource: %s because no resource-based policy allows the kms:%s action.",
-		s.callerARN(c), action, s.KeyARN(k.ID), action)
+	return Errorf(ExAccessDenied, "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows the %s action.",
+		s.callerARN(c), kmsAction(action), s.KeyARN(k.ID), kmsAction(action))
 }
 
 // grantFor returns a grant that lets c run action on k with encryption
@@ -303,6 +311,8 @@ func (x *condContext) Values(key string) ([]string, bool) {
 		return []string{strconv.FormatInt(x.now.Unix(), 10)}, true
 	case "aws:securetransport":
 		return []string{"true"}, true
+	case "hsmgate:quorumapproved":
+		return []string{strconv.FormatBool(x.c.QuorumApproved)}, true
 	case "kms:encryptioncontextkeys":
 		if len(x.rq.ec) == 0 {
 			return nil, false

@@ -65,7 +65,9 @@
 // "*" is an error, as in AWS.
 //
 // Action values are "*" or "kms:<name>" (or "xks:<name>", the actions of
-// the external key store proxy API that a key's XKS policy decides), where <name> may use the wildcards
+// the external key store proxy API that a key's XKS policy decides, or
+// "hsmgate:<name>", the gateway's own actions such as hsmgate:ExportKey),
+// where <name> may use the wildcards
 // "*" (any run of characters) and "?" (one character); actions of other
 // services are an error. Resource values are "*" or ARNs, with the same
 // wildcards. NotPrincipal, NotAction and NotResource match whatever their

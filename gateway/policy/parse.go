@@ -494,6 +494,17 @@ func checkPrincipalValue(path, v string) *Error {
 
 func isAccountID(s string) bool { return len(s) == 12 && allDigits(s) }
 
+// actionName returns the operation part of a "kms:", "xks:" or "hsmgate:"
+// action, or "" for anything else.
+func actionName(v string) string {
+	for _, prefix := range []string{"kms:", "xks:", "hsmgate:"} {
+		if len(v) > len(prefix) && strings.EqualFold(v[:len(prefix)], prefix) {
+			return v[len(prefix):]
+		}
+	}
+	return ""
+}
+
 func compileActions(n *node, path string) ([]pattern, *Error) {
 	vals, err := stringList(n, path)
 	if err != nil {
@@ -502,10 +513,11 @@ func compileActions(n *node, path string) ([]pattern, *Error) {
 	out := make([]pattern, len(vals))
 	for i, v := range vals {
 		if v != "*" {
-			if len(v) < 5 || !strings.EqualFold(v[:4], "kms:") && !strings.EqualFold(v[:4], "xks:") {
-				return nil, errorf(path, "%s is not a KMS action: expected \"kms:<Operation>\" (or \"xks:<Operation>\" in an external key's policy; wildcards allowed) or \"*\"", excerpt(v))
+			name := actionName(v)
+			if name == "" {
+				return nil, errorf(path, "%s is not a KMS action: expected \"kms:<Operation>\" (or \"xks:<Operation>\" in an external key's policy, or \"hsmgate:ExportKey\"; wildcards allowed) or \"*\"", excerpt(v))
 			}
-			for j := 4; j < len(v); j++ {
+			for j := len(v) - len(name); j < len(v); j++ {
 				c := v[j]
 				if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '*' || c == '?') {
 					return nil, errorf(path, "invalid action %s: an operation name has only letters, digits and the wildcards \"*\" and \"?\"", excerpt(v))
