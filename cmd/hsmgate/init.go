@@ -58,7 +58,7 @@ const maxDevTokens = 64
 // real HSMs), init uses that pool instead (runInitConfigured). It never
 // replaces an existing gateway. The configuration is written last, so a
 // failed init removes what it created and can simply be run again.
-func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestMode string, w io.Writer, log *slog.Logger) (err error) {
+func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestMode string, qf quorumFlags, w io.Writer, log *slog.Logger) (err error) {
 	if n < 1 || n > maxDevTokens {
 		return fmt.Errorf("init: --tokens %d: want between 1 and %d", n, maxDevTokens)
 	}
@@ -86,7 +86,11 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 		if attestMode != initAttestAuto {
 			return fmt.Errorf("init: --attest is for a development gateway; %s exists: set its [attest] section instead (docs/configuration.md)", config.Path(dataDir))
 		}
-		return runInitConfigured(ctx, dataDir, hosts, w, log)
+		return runInitConfigured(ctx, dataDir, hosts, qf, w, log)
+	}
+	q, err := loadInitQuorum(qf.set, qf.pops, qf.cluster, qf.target, nil)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
 	}
 	devAttest, attestNote, err := initAttest(attestMode)
 	if err != nil {
@@ -106,7 +110,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 	// finish, or is something else: either way init must not use or
 	// remove it.
 	var created []string
-	for _, p := range []string{softDir, gateway.KeystoreFile, filepath.Dir(gateway.CACertFile), filepath.Dir(gateway.ServerCertFile), gateway.AdminDir} {
+	for _, p := range []string{softDir, gateway.KeystoreFile, filepath.Dir(gateway.CACertFile), filepath.Dir(gateway.ServerCertFile), gateway.AdminDir, filepath.Dir(gateway.QuorumLedgerFile)} {
 		if p = filepath.Join(dataDir, p); !slices.Contains(created, p) {
 			created = append(created, p)
 		}
@@ -162,7 +166,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 			err = errors.Join(err, fmt.Errorf("init: close the pool: %w", cerr))
 		}
 	}()
-	kcv, err := provisionDomainKey(ctx, p, n)
+	kcv, err := provisionDomainKey(ctx, p, n, q)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
@@ -181,6 +185,9 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 		return fmt.Errorf("init: %w", err)
 	}
 	fmt.Fprintf(w, "Created a sample symmetric key %s, alias %s\n", sample, SampleKeyAlias)
+	if err := q.install(ctx, dataDir, cfg, w); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 
 	if err := cfg.Write(); err != nil {
 		return fmt.Errorf("init: %w", err)
@@ -294,7 +301,10 @@ func devConfig(dataDir string, soft *softhsm.Tokens) (*config.Config, error) {
 
 // provisionDomainKey puts one new domain key into every slot of p, a pool
 // of n fresh tokens, and returns the pool's check value.
-func provisionDomainKey(ctx context.Context, p *hsmpool.Pool, n int) (kcv string, err error) {
+//
+// When q is not nil, the new key is split among its officers (q.keep)
+// before the Go copy of the material is zeroed.
+func provisionDomainKey(ctx context.Context, p *hsmpool.Pool, n int, q *initQuorum) (kcv string, err error) {
 	for _, st := range p.Status() {
 		if st.State != hsmpool.StateNoDomainKey {
 			return "", fmt.Errorf("new slot %s is %s, want %s: %s", st.Name, st.State, hsmpool.StateNoDomainKey, st.Reason)
@@ -305,9 +315,8 @@ func provisionDomainKey(ctx context.Context, p *hsmpool.Pool, n int) (kcv string
 	if err != nil {
 		return "", fmt.Errorf("draw domain key: %w", err)
 	}
-	err = p.ProvisionDomainKey(ctx, dk)
-	clear(dk) // the tokens hold it now; zero the Go copy
-	if err != nil {
+	defer clear(dk) // the tokens hold it now; zero the Go copy
+	if err = p.ProvisionDomainKey(ctx, dk); err != nil {
 		return "", fmt.Errorf("provision domain key: %w", err)
 	}
 
@@ -317,6 +326,9 @@ func provisionDomainKey(ctx context.Context, p *hsmpool.Pool, n int) (kcv string
 	kcv = p.DomainKeyCheck()
 	if kcv == "" {
 		return "", errors.New("the pool reports no domain key check value after provisioning")
+	}
+	if err := q.keep(dk, kcv); err != nil {
+		return "", fmt.Errorf("split the domain key among the officers: %w", err)
 	}
 	return kcv, nil
 }

@@ -23,14 +23,18 @@ import (
 // value in the configuration.
 //
 // It refuses a data folder that already has a keystore: that gateway exists.
-func runInitConfigured(ctx context.Context, dataDir string, hosts []string, w io.Writer, log *slog.Logger) (err error) {
+func runInitConfigured(ctx context.Context, dataDir string, hosts []string, qf quorumFlags, w io.Writer, log *slog.Logger) (err error) {
 	cfg, err := config.Load(dataDir)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	q, err := loadInitQuorum(qf.set, qf.pops, qf.cluster, qf.target, cfg)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	created := []string{
 		filepath.Join(dataDir, gateway.KeystoreFile), filepath.Join(dataDir, filepath.Dir(gateway.CACertFile)),
-		filepath.Join(dataDir, gateway.AdminDir),
+		filepath.Join(dataDir, gateway.AdminDir), filepath.Join(dataDir, filepath.Dir(gateway.QuorumLedgerFile)),
 	}
 	for _, p := range created {
 		if _, err := os.Lstat(p); err == nil {
@@ -76,7 +80,7 @@ func runInitConfigured(ctx context.Context, dataDir string, hosts []string, w io
 	}
 	switch {
 	case lacking == len(sts):
-		kcv, err := provisionDomainKey(ctx, p, len(sts))
+		kcv, err := provisionDomainKey(ctx, p, len(sts), q)
 		if err != nil {
 			return fmt.Errorf("init: %w", err)
 		}
@@ -90,6 +94,9 @@ func runInitConfigured(ctx context.Context, dataDir string, hosts []string, w io
 	cfg.Pool.DomainKeyCheck = p.DomainKeyCheck()
 	admin, err := bootstrapGateway(ctx, p, dataDir, gw.Hosts)
 	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := q.install(ctx, dataDir, cfg, w); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	if err := cfg.Write(); err != nil {

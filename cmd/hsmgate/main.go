@@ -72,9 +72,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "tokens", Value: 4, Usage: "number of SoftHSM2 tokens (slots) to create"},
 					&cli.StringSliceFlag{Name: "host", Usage: "a DNS name or IP address for the server certificate (repeat it for more; default localhost, 127.0.0.1 and ::1)"},
 					&cli.StringFlag{Name: "attest", Value: initAttestAuto, Usage: "TPM attestation of the development gateway: auto (hsmgate's own swtpm if swtpm is installed, else off), swtpm or off"},
+					&cli.StringFlag{Name: "quorum-set", Usage: "install this first quorum set (hsmofficer set init) and split the new domain key among its officers"},
+					&cli.StringSliceFlag{Name: "pop", Usage: "with --quorum-set: every officer's proof of possession file (hsmofficer pop)"},
+					&cli.StringFlag{Name: "cluster", Usage: "with --quorum-set: the cluster id proposals must name (default [quorum] cluster_id)"},
+					&cli.StringFlag{Name: "target", Usage: "with --quorum-set: this gateway's name in proposals (default [quorum] target)"},
 				},
 				Action: func(c *cli.Context) error {
-					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.StringSlice("host"), c.String("attest"), c.App.Writer, newLogger(c))
+					qf := quorumFlags{set: c.String("quorum-set"), pops: c.StringSlice("pop"), cluster: c.String("cluster"), target: c.String("target")}
+					return runInit(c.Context, c.String("data"), c.Int("tokens"), c.StringSlice("host"), c.String("attest"), qf, c.App.Writer, newLogger(c))
 				},
 			},
 			{

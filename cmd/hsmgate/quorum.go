@@ -61,6 +61,7 @@ func quorumCommand() *cli.Command {
 					})
 				},
 			},
+			recoverCommand(),
 			{
 				Name:      "status",
 				Usage:     "show the installed quorum set and the number of pending proposals",

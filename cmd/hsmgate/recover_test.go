@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/softhsm"
+	"github.com/hsmgate/hsmgate/quorum"
+)
+
+// officerFiles makes alice, bob and carol, a first quorum set with
+// threshold 2 for every kind, and its files: the set and --pop flags.
+func officerFiles(t *testing.T, dir string) (keys map[string]*quorum.OfficerKey, set *quorum.Set, setFile string, popFlags []string) {
+	t.Helper()
+	th := map[quorum.Kind]int{}
+	for _, k := range quorum.Kinds {
+		th[k] = 2
+	}
+	set = &quorum.Set{Epoch: 1, Thresholds: th}
+	keys = map[string]*quorum.OfficerKey{}
+	names := []string{"alice", "bob", "carol"}
+	for _, n := range names {
+		k, err := quorum.GenerateOfficerKey(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[n] = k
+		set.Officers = append(set.Officers, k.Public())
+	}
+	raw, err := set.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setFile = filepath.Join(dir, "quorum.set")
+	os.WriteFile(setFile, quorum.Armor(quorum.PEMSet, raw), 0o644)
+	for _, n := range names {
+		pop, _ := keys[n].ProvePossession(set)
+		b, _ := pop.Encode()
+		f := filepath.Join(dir, n+".pop")
+		os.WriteFile(f, quorum.Armor(quorum.PEMPossession, b), 0o644)
+		popFlags = append(popFlags, "--pop", f)
+	}
+	return keys, set, setFile, popFlags
+}
+
+// The domain key split at init is rebuilt by two of three officers onto a
+// fresh token that replaced the gateway's only HSM, which then decrypts
+// what was encrypted before.
+func TestRecoverDomainKeyOntoFreshToken(t *testing.T) {
+	needSoftHSM(t)
+	dir := t.TempDir()
+	keys, _, setFile, pops := officerFiles(t, dir)
+	data := filepath.Join(dir, "data")
+
+	if r := hsmgate(t, nil, append([]string{"--data", data, "init", "--tokens", "1", "--quorum-set", setFile, "--cluster", "prod"}, pops...)...); r.code != 1 || !strings.Contains(r.stderr, "--cluster and --target") {
+		t.Fatalf("init without a target: exit %d: %s", r.code, r.stderr)
+	}
+	if r := hsmgate(t, nil, append([]string{"--data", data, "init", "--tokens", "1", "--quorum-set", setFile, "--cluster", "prod", "--target", "gw-1"}, pops[:4]...)...); r.code != 1 || !strings.Contains(r.stderr, "proof of possession") {
+		t.Fatalf("init without carol's proof: exit %d: %s", r.code, r.stderr)
+	}
+	r := hsmgate(t, nil, append([]string{"--data", data, "init", "--tokens", "1", "--quorum-set", setFile, "--cluster", "prod", "--target", "gw-1"}, pops...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "any 2 of 3 recover it") {
+		t.Fatalf("init: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	shareFiles, _ := filepath.Glob(filepath.Join(data, SharesDir, "*.share"))
+	if len(shareFiles) != 3 {
+		t.Fatalf("share files: %v", shareFiles)
+	}
+	if r := hsmgate(t, nil, "--data", data, "quorum", "status"); r.code != 0 || !strings.Contains(r.stdout, `cluster "prod", target "gw-1"`) {
+		t.Fatalf("quorum status: %s%s", r.stdout, r.stderr)
+	}
+
+	// Data encrypted under the sample key.
+	setListen(t, data, freeAddr(t))
+	cfg, _ := config.Load(data)
+	endpoint := "https://" + cfg.Gateway.Listen
+	roots := caPool(t, filepath.Join(data, "pki", "ca.pem"))
+	akid, secret := readAdminCredentials(t, data)
+	srv := startServe(t, data)
+	srv.waitReady(t, endpoint, roots)
+	ctx := context.Background()
+	c := kmsClient(endpoint, cfg.Gateway.Region, akid, secret, roots)
+	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte("written before the HSM died")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(t, syscall.SIGTERM)
+
+	// The HSM is replaced: the configuration names only a fresh token.
+	util, module, err := findSoftHSM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, err := softhsm.Create(util, module, filepath.Join(data, "softhsm-new"), "replacement", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Pool.Modules[0].Tokens = []config.Token{{Label: soft.Tokens[0].Label}}
+	cfg.Pool.Modules[0].PINFile = soft.PINFile
+	cfg.Pool.Modules[0].Env = map[string]string{"SOFTHSM2_CONF": soft.Conf}
+	if err := cfg.Write(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The ceremony, with officers dropping files into the inbox.
+	inbox := filepath.Join(dir, "inbox")
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "--data", data, "quorum", "recover", "--inbox", inbox, "--requester", "ops@example.com", "--timeout", "3m")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	propFile := filepath.Join(inbox, "recovery.proposal")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(propFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no proposal in the inbox: %s", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("recover exited early (%v): %s", err, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	propArmored, _ := os.ReadFile(propFile)
+	propRaw, err := quorum.DearmorType(propArmored, quorum.PEMProposal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := quorum.DecodeProposal(propRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kind != quorum.KindDomainRecovery || p.Requester != "ops@example.com" {
+		t.Fatalf("proposal: %s", p.Render())
+	}
+	drop := func(name, typ string, b []byte) {
+		tmp := filepath.Join(dir, name)
+		os.WriteFile(tmp, quorum.Armor(typ, b), 0o644)
+		if err := os.Rename(tmp, filepath.Join(inbox, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drop("junk.rshare", quorum.PEMRecoveryShare, []byte("not a share"))
+	for _, n := range []string{"alice", "carol"} {
+		k := keys[n]
+		a, _ := k.Approve(propRaw)
+		ab, _ := a.Encode()
+		drop(n+".approval", quorum.PEMApproval, ab)
+		var es *quorum.EncryptedShare
+		for _, f := range shareFiles {
+			raw, _ := os.ReadFile(f)
+			b, _ := quorum.DearmorType(raw, quorum.PEMEncryptedShare)
+			if s, err := quorum.DecodeEncryptedShare(b); err == nil {
+				fp := k.Fingerprint()
+				if string(s.Officer) == string(fp[:]) {
+					es = s
+				}
+			}
+		}
+		if es == nil {
+			t.Fatalf("no share file for %s", n)
+		}
+		sh, err := k.DecryptShare(es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := quorum.SealRecoveryShare(p, quorum.ProposalHash(propRaw), sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, _ := rs.Encode()
+		drop(n+".rshare", quorum.PEMRecoveryShare, rb)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("recover: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("recover did not finish:\n%s", out.String())
+	}
+	log := out.String()
+	for _, want := range []string{"junk.rshare: not counted", "alice.approval: approval counted", "carol.rshare: share", "Recovered: the domain key"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("recover output lacks %q:\n%s", want, log)
+		}
+	}
+
+	// The replacement token serves the old data.
+	if r := hsmgate(t, nil, "--data", data, "pool", "check"); r.code != 0 {
+		t.Fatalf("pool check after recovery: %s%s", r.stdout, r.stderr)
+	}
+	srv = startServe(t, data)
+	srv.waitReady(t, endpoint, roots)
+	dec, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	if err != nil || string(dec.Plaintext) != "written before the HSM died" {
+		t.Fatalf("decrypt on the replacement token: %v", err)
+	}
+	srv.stop(t, syscall.SIGTERM)
+
+	// Nothing left to recover onto.
+	if r := hsmgate(t, nil, "--data", data, "quorum", "recover", "--inbox", inbox, "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "no slot lacks the domain key") {
+		t.Fatalf("second recover: exit %d: %s", r.code, r.stderr)
+	}
+}
