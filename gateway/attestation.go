@@ -59,13 +59,9 @@ type AttestationOptions struct {
 	CheckInterval time.Duration
 }
 
-// TLSKeyHash is the hash an attestation document binds: SHA-256 of the
-// certificate's DER SubjectPublicKeyInfo. A verifier computes it from the
-// certificate its TLS connection to the gateway presented.
-func TLSKeyHash(cert *x509.Certificate) []byte {
-	h := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return h[:]
-}
+// TLSKeyHash is attest.TLSKeyHash: the hash of the TLS key an attestation
+// document binds.
+func TLSKeyHash(cert *x509.Certificate) []byte { return attest.TLSKeyHash(cert) }
 
 // maxAttestations bounds the quotes waiting for the TPM, which makes one
 // at a time: more callers are shed with ThrottlingException.

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -616,52 +614,8 @@ func printEvents(w io.Writer, events []attest.Event) {
 	}
 }
 
-// goldenPolicy is the golden policy file: the approved digests, hex. It
-// maps onto attest.GoldenPolicy; an empty list approves nothing.
-type goldenPolicy struct {
-	PCRs          *attest.PCRAllocation   `json:"pcrs,omitempty"`
-	ImageDigests  []attest.HexBytes       `json:"imageDigests"`
-	BinaryDigests []attest.HexBytes       `json:"binaryDigests"`
-	ConfigDigests []attest.HexBytes       `json:"configDigests"`
-	PlatformPCRs  map[int]attest.HexBytes `json:"platformPCRs,omitempty"`
-}
-
-func (p goldenPolicy) attest() attest.GoldenPolicy {
-	g := attest.GoldenPolicy{}
-	if p.PCRs != nil {
-		g.PCRs = *p.PCRs
-	}
-	for _, d := range p.ImageDigests {
-		g.ImageDigests = append(g.ImageDigests, d)
-	}
-	for _, d := range p.BinaryDigests {
-		g.BinaryDigests = append(g.BinaryDigests, d)
-	}
-	for _, d := range p.ConfigDigests {
-		g.ConfigDigests = append(g.ConfigDigests, d)
-	}
-	if len(p.PlatformPCRs) > 0 {
-		g.PlatformPCRs = map[int][]byte{}
-		for i, v := range p.PlatformPCRs {
-			g.PlatformPCRs[i] = v
-		}
-	}
-	return g
-}
-
-// readJSON decodes a JSON file strictly.
-func readJSON(path string, v any) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+// goldenPolicy is the golden policy file (attest.GoldenPolicyFile).
+type goldenPolicy = attest.GoldenPolicyFile
 
 // writeOutput writes b to the file out, or to w when out is "" or "-".
 func writeOutput(out string, b []byte, w io.Writer) error {
@@ -810,11 +764,11 @@ func runAttestVerify(ctx context.Context, dataDir string, f verifyFlags, w io.Wr
 	f.ca, f.cert, f.key = or(f.ca, gateway.CACertFile), or(f.cert, filepath.Join(gateway.AdminDir, "client.pem")), or(f.key, filepath.Join(gateway.AdminDir, "client.key"))
 
 	var enr attest.Enrollment
-	if err := readJSON(f.enrollment, &enr); err != nil {
+	if err := attest.ReadJSONFile(f.enrollment, &enr); err != nil {
 		return fmt.Errorf("%s: enrollment record: %w", cmd, err)
 	}
 	var pol goldenPolicy
-	if err := readJSON(f.policy, &pol); err != nil {
+	if err := attest.ReadJSONFile(f.policy, &pol); err != nil {
 		return fmt.Errorf("%s: golden policy: %w", cmd, err)
 	}
 	cas, err := readCerts(f.ca)
@@ -834,44 +788,18 @@ func runAttestVerify(ctx context.Context, dataDir string, f verifyFlags, w io.Wr
 	}}
 	defer client.CloseIdleConnections()
 
-	nonce := make([]byte, 32)
-	if _, err := rand.Read(nonce); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.endpoint+"/attestation?nonce="+hex.EncodeToString(nonce), nil)
-	if err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
-	}
-	req.Header.Set("User-Agent", "hsmgate-cli")
-	resp, err := client.Do(req)
+	st, err := attest.VerifyGateway(ctx, client, f.endpoint, enr, pol.Policy())
 	if err != nil {
 		var unknownCA x509.UnknownAuthorityError
 		if errors.As(err, &unknownCA) {
 			return fmt.Errorf("%s: %w (a gateway that refuses to serve presents a temporary certificate; its /readyz says why)", cmd, err)
 		}
-		return fmt.Errorf("%s: %w", cmd, err)
-	}
-	defer resp.Body.Close()
-	doc, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("%s: read the document: %w", cmd, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s answered %s: %s", cmd, f.endpoint, resp.Status, bytes.TrimSpace(doc))
-	}
-	if resp.TLS == nil || len(resp.TLS.PeerCertificates) == 0 {
-		return fmt.Errorf("%s: %s is not TLS", cmd, f.endpoint)
-	}
-	// The key of this very connection: a document relayed from another
-	// gateway binds another key.
-	tlsKeyHash := gateway.TLSKeyHash(resp.TLS.PeerCertificates[0])
-	st, err := attest.Verify(doc, enr, nonce, tlsKeyHash, pol.attest())
-	if err != nil {
+		if errors.Is(err, attest.ErrNotServed) {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
 		return fmt.Errorf("%s: %s FAILED verification: %w", cmd, f.endpoint, err)
 	}
-	if d := sha256.Sum256(st.Manifest); !bytes.Equal(d[:], st.ImageDigest) {
-		return fmt.Errorf("%s: %s FAILED verification: the manifest sent is not the measured image (its SHA-256 is %x, the image measured %x)", cmd, f.endpoint, d, st.ImageDigest)
-	}
+	tlsKeyHash := st.TLSKeyHash
 	fmt.Fprintf(w, "verified: %s runs an approved boot (quoted by AK %x, TPM reset count %d)\n", f.endpoint, st.AKName, st.ResetCount)
 	printEvents(w, st.Events)
 	var man imageManifest

@@ -210,6 +210,16 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Action:    func(c *cli.Context) error { return tl.onlineStatus(c, c.String("set-out")) },
 			},
 			{
+				Name:      "verify-gateway",
+				Usage:     "check the gateway's TPM attestation (fresh nonce, this connection's TLS key) against its enrollment record and the golden policy, before trusting it",
+				ArgsUsage: " ",
+				Flags: append([]cli.Flag{
+					&cli.StringFlag{Name: "enrollment", Usage: "the gateway TPM's enrollment record (hsmgate attest enroll)", Required: true},
+					&cli.StringFlag{Name: "policy", Usage: "the golden policy file (hsmgate attest golden)", Required: true},
+				}, onlineFlags(true)...),
+				Action: func(c *cli.Context) error { return tl.verifyGateway(c, c.String("enrollment"), c.String("policy")) },
+			},
+			{
 				Name:      "unwrap-share",
 				Usage:     "decrypt your share of a split secret (for a recovery ceremony); the output is secret",
 				ArgsUsage: "ENCRYPTED-SHARE-FILE",

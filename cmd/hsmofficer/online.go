@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hsmgate/hsmgate/attest"
 	"github.com/hsmgate/hsmgate/quorum"
 )
 
@@ -331,5 +332,31 @@ func (t *tool) fetchResult(c *cli.Context, id, out string) error {
 	default:
 		t.printf("%s\n", p.Result)
 	}
+	return nil
+}
+
+// verifyGateway checks, before an officer trusts a gateway with a
+// proposal or an approval, that it runs an approved boot: the same
+// verification as `hsmgate attest verify` (attest.VerifyGateway).
+func (t *tool) verifyGateway(c *cli.Context, enrollmentFile, policyFile string) error {
+	oc, err := newOnlineClient(c)
+	if err != nil {
+		return err
+	}
+	defer oc.http.CloseIdleConnections()
+	var enr attest.Enrollment
+	if err := attest.ReadJSONFile(enrollmentFile, &enr); err != nil {
+		return fmt.Errorf("enrollment record: %w", err)
+	}
+	var pol attest.GoldenPolicyFile
+	if err := attest.ReadJSONFile(policyFile, &pol); err != nil {
+		return fmt.Errorf("golden policy: %w", err)
+	}
+	st, err := attest.VerifyGateway(c.Context, oc.http, oc.endpoint, enr, pol.Policy())
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("NOT VERIFIED: %s: %v", oc.endpoint, err), 1)
+	}
+	t.printf("VERIFIED: %s runs an approved boot (quoted by AK %x, TPM reset count %d)\n", oc.endpoint, st.AKName, st.ResetCount)
+	t.printf("  image  %x\n  binary %x\n  config %x\n  TLS key of this connection: SHA-256 %x\n", st.ImageDigest, st.BinaryDigest, st.ConfigDigest, st.TLSKeyHash)
 	return nil
 }

@@ -8,20 +8,25 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/attest"
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/ciphertext"
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/internal/gatewaytest"
+	"github.com/hsmgate/hsmgate/internal/pki"
+	"github.com/hsmgate/hsmgate/internal/swtpmtest"
 	"github.com/hsmgate/hsmgate/quorum"
 )
 
@@ -294,5 +299,92 @@ func TestOnlineKeyExport(t *testing.T) {
 	// The approvals can't be replayed.
 	if out = e.hsmofficer(1, cmdline("approve", e.flags["bob"], approval("bob"))...); !strings.Contains(out, "replay") {
 		t.Fatalf("replayed export: %s", out)
+	}
+}
+
+// verify-gateway checks the gateway's TPM quote (swtpm) the way hsmgate
+// attest verify does: it passes for an approved boot, and fails for a
+// golden policy that does not list the measured binary, or another TPM's
+// enrollment.
+func TestVerifyGateway(t *testing.T) {
+	e := startOnline(t)
+	sw := swtpmtest.Start(t)
+	tpm, err := attest.Open(sw.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tpm.Close()
+	sum := func(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+	manifest := []byte(`{"image":"test"}`)
+	for _, m := range []struct {
+		kind, name string
+		digest     []byte
+	}{{attest.KindImage, "image", sum(string(manifest))}, {attest.KindBinary, "hsmgate", sum("binary")}, {attest.KindConfig, "hsmgate.toml", sum("config")}} {
+		if _, err := tpm.Measure(m.kind, m.name, m.digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enroll := func(tpm *attest.TPM) *attest.Enrollment {
+		req, err := tpm.EnrollmentRequest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, pending, err := attest.MakeCredential(req.EKPublic, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tpm.ActivateCredential(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enr, err := pending.Complete(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return enr
+	}
+	writeJSON := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(e.dir, name)
+		os.WriteFile(p, b, 0o644)
+		return p
+	}
+	enrFile := writeJSON("enrollment.json", enroll(tpm))
+	raw, err := os.ReadFile(filepath.Join(e.g.Dir, gateway.ServerCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := pki.ParseCertsPEM(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Pool: e.g.Pool, Store: e.g.Store, Region: "us-east-1", Account: gatewaytest.Account,
+		Attestation: &gateway.AttestationOptions{TPM: tpm, Manifest: manifest, TLSKeyHash: attest.TLSKeyHash(chain[0])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _, stop := gatewaytest.Serve(t, gw, e.g.Pool, e.g.Store, e.g.Dir)
+	defer stop()
+	flags := slices.Clone(e.flags["bob"])
+	flags[1] = url // --endpoint
+	good := writeJSON("golden.json", attest.GoldenPolicyFile{ImageDigests: []attest.HexBytes{sum(string(manifest))},
+		BinaryDigests: []attest.HexBytes{sum("binary")}, ConfigDigests: []attest.HexBytes{sum("config")}})
+	out := e.hsmofficer(0, cmdline("verify-gateway", flags, "--enrollment", enrFile, "--policy", good)...)
+	if !strings.Contains(out, "VERIFIED: "+url) {
+		t.Fatalf("verify-gateway: %s", out)
+	}
+	stale := writeJSON("stale.json", attest.GoldenPolicyFile{ImageDigests: []attest.HexBytes{sum(string(manifest))},
+		BinaryDigests: []attest.HexBytes{sum("old binary")}, ConfigDigests: []attest.HexBytes{sum("config")}})
+	if out = e.hsmofficer(1, cmdline("verify-gateway", flags, "--enrollment", enrFile, "--policy", stale)...); !strings.Contains(out, "NOT VERIFIED") || !strings.Contains(out, "golden policy") {
+		t.Fatalf("verify-gateway against a stale policy: %s", out)
+	}
+	other, err := attest.Open(swtpmtest.Start(t).Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherEnr := writeJSON("other-enrollment.json", enroll(other))
+	if out = e.hsmofficer(1, cmdline("verify-gateway", flags, "--enrollment", otherEnr, "--policy", good)...); !strings.Contains(out, "NOT VERIFIED") {
+		t.Fatalf("verify-gateway with another TPM's enrollment: %s", out)
 	}
 }
