@@ -571,6 +571,7 @@ func runAttestSealPINs(dataDir, listen, binary string, w io.Writer, log *slog.Lo
 	}
 	fmt.Fprintf(w, "They unseal only in a boot that measures exactly:\n")
 	printEvents(w, meas.events)
+	resealDomainKeyCopy(h, cfg, ao, pcrs, w)
 	fmt.Fprintf(w, "A change to any of these makes serve refuse until you seal again. `serve` now takes the PINs only from the sealed files;\n"+
 		"pin_file or pin_env is needed again only to seal again (and by the commands that open the pool while the gateway is stopped).\n")
 	return nil

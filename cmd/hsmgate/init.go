@@ -92,6 +92,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
+	defer q.forget()
 	devAttest, attestNote, err := initAttest(attestMode)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
@@ -193,6 +194,7 @@ func runInit(ctx context.Context, dataDir string, n int, hosts []string, attestM
 		return fmt.Errorf("init: %w", err)
 	}
 	fmt.Fprintf(w, "Wrote %s\n", config.Path(dataDir))
+	q.sealCopy(dataDir, w)
 	fmt.Fprintf(w, "Note: the tokens' user PIN is in plaintext in %s: fine for development, never for production.\n", soft.PINFile)
 	fmt.Fprintln(w, attestNote)
 	fmt.Fprintf(w, `

@@ -32,6 +32,7 @@ func runInitConfigured(ctx context.Context, dataDir string, hosts []string, qf q
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
+	defer q.forget()
 	created := []string{
 		filepath.Join(dataDir, gateway.KeystoreFile), filepath.Join(dataDir, filepath.Dir(gateway.CACertFile)),
 		filepath.Join(dataDir, gateway.AdminDir), filepath.Join(dataDir, filepath.Dir(gateway.QuorumLedgerFile)),
@@ -102,6 +103,7 @@ func runInitConfigured(ctx context.Context, dataDir string, hosts []string, qf q
 	if err := cfg.Write(); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
+	q.sealCopy(dataDir, w)
 	fmt.Fprintf(w, "Created the gateway's CA and TLS server certificate (for %s); their private keys are in the HSM pool\n", strings.Join(gw.Hosts, ", "))
 	fmt.Fprintf(w, "Created the admin principal, with access key %s; its client credentials are in %s\n",
 		admin.AccessKeyID, filepath.Join(dataDir, gateway.AdminDir))

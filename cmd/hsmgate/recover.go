@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,12 +17,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hsmgate/hsmgate/attest"
 	"github.com/hsmgate/hsmgate/gateway"
 	"github.com/hsmgate/hsmgate/gateway/audit"
 	"github.com/hsmgate/hsmgate/gateway/keystore"
 	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/pki"
 	"github.com/hsmgate/hsmgate/quorum"
 )
 
@@ -45,6 +49,28 @@ type initQuorum struct {
 	cluster string
 	target  string
 	split   *gateway.DomainSplit
+	// material is a copy of the new domain key, kept until it is sealed
+	// to the TPM (sealCopy) and then zeroed (forget).
+	material []byte
+}
+
+// sealCopy seals the kept domain key to the TPM when the configuration
+// has one; a failure is reported, not fatal (the officers' shares remain).
+func (q *initQuorum) sealCopy(dataDir string, w io.Writer) {
+	if q == nil || q.material == nil {
+		return
+	}
+	if err := sealDomainKeyCopy(dataDir, q.material, w); err != nil {
+		fmt.Fprintf(w, "Could not seal a recovery copy of the domain key to the TPM (%v); the officers' shares remain the way to recover it\n", err)
+	}
+}
+
+// forget zeroes the kept domain key.
+func (q *initQuorum) forget() {
+	if q != nil {
+		clear(q.material)
+		q.material = nil
+	}
 }
 
 // loadInitQuorum reads and checks init's quorum flags before anything is
@@ -107,6 +133,7 @@ func (q *initQuorum) keep(material []byte, kcv string) error {
 	}
 	var err error
 	q.split, err = gateway.SplitDomainKey(material, q.set, kcv)
+	q.material = bytes.Clone(material)
 	return err
 }
 
@@ -204,16 +231,20 @@ func recoverCommand() *cli.Command {
 			"(a replaced or added HSM) from the officers' shares, once a quorum approved",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "inbox", Usage: "folder where the proposal is written and the officers' approval (.approval), rejection (.rejection) and recovery share (.rshare) files are dropped", Required: true},
+			&cli.StringFlag{Name: "inbox", Usage: "folder where the proposal is written and the officers' approval (.approval), rejection (.rejection) and recovery share (.rshare) files are dropped (not with --sealed)"},
 			&cli.StringFlag{Name: "requester", Usage: "who asks for the recovery (shown to the officers)", Value: "hsmgate-recovery"},
 			&cli.DurationFlag{Name: "valid-for", Value: 24 * time.Hour, Usage: "how long the proposal can gather approvals"},
 			&cli.DurationFlag{Name: "timeout", Value: 24 * time.Hour, Usage: "give up after this long"},
+			&cli.BoolFlag{Name: "sealed", Usage: "no officers: provision from the domain key's copy sealed to the TPM at init, which unseals only on a boot of the approved image and binary"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			return runRecover(c.Context, c.String("data"), c.String("inbox"), c.String("requester"), c.Duration("valid-for"), c.Duration("timeout"), c.App.Writer, newLogger(c))
+			if c.Bool("sealed") != (c.String("inbox") == "") {
+				return errors.New("quorum recover: give --inbox (officers' shares) or --sealed (the TPM-sealed copy)")
+			}
+			return runRecover(c.Context, c.String("data"), c.String("inbox"), c.String("requester"), c.Duration("valid-for"), c.Duration("timeout"), c.Bool("sealed"), c.App.Writer, newLogger(c))
 		},
 	}
 }
@@ -221,7 +252,7 @@ func recoverCommand() *cli.Command {
 // runRecover runs the ceremony: it writes the proposal into the inbox,
 // then watches the inbox until the proposal is approved and enough shares
 // arrived (or it was rejected, expired, or the timeout passed).
-func runRecover(ctx context.Context, dataDir, inbox, requester string, validFor, timeout time.Duration, w io.Writer, log *slog.Logger) (err error) {
+func runRecover(ctx context.Context, dataDir, inbox, requester string, validFor, timeout time.Duration, sealed bool, w io.Writer, log *slog.Logger) (err error) {
 	const cmd = "quorum recover"
 	cfg, err := loadConfig(dataDir, cmd)
 	if err != nil {
@@ -236,11 +267,30 @@ func runRecover(ctx context.Context, dataDir, inbox, requester string, validFor,
 			err = errors.Join(err, fmt.Errorf("%s: close the keystore: %w", cmd, cerr))
 		}
 	}()
-	opts, err := cfg.PoolOptions(log)
+	// With a TPM, this boot is measured first, as serve measures it, and
+	// sealed PINs are unsealed: a tampered gateway does not get the pool.
+	ao, err := cfg.AttestOptions()
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
+	poolCfg, forgetPINs := cfg, func() {}
+	var boot *bootAttestation
+	if ao.On() {
+		if boot, err = attestBoot(cfg, ao, log); err != nil {
+			return fmt.Errorf("%s: this boot does not attest, refusing: %w", cmd, err)
+		}
+		defer boot.tpm.Close()
+		poolCfg, forgetPINs = boot.poolConfig(cfg)
+	} else if sealed {
+		return fmt.Errorf("%s: --sealed needs a TPM ([attest] in %s)", cmd, config.Path(dataDir))
+	}
+	opts, err := poolCfg.PoolOptions(log)
+	if err != nil {
+		forgetPINs()
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
 	pool, err := hsmpool.Open(ctx, opts)
+	forgetPINs()
 	if err != nil {
 		return fmt.Errorf("%s: open the HSM pool: %w", cmd, err)
 	}
@@ -257,6 +307,14 @@ func runRecover(ctx context.Context, dataDir, inbox, requester string, validFor,
 	}
 	if len(lacking) == 0 {
 		return fmt.Errorf("%s: no slot lacks the domain key (%s): there is nothing to recover onto", cmd, describeSlots(pool.Status()))
+	}
+	if sealed {
+		if err := recoverSealed(ctx, boot, ao, pool, cfg.Pool.DomainKeyCheck); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		auditRecovery(ctx, pool, store, dataDir, quorum.Decision{Kind: quorum.KindDomainRecovery}, "tpm-sealed-copy", nil, log)
+		fmt.Fprintf(w, "Recovered from the TPM-sealed copy: the domain key (check value %s) is provisioned; slots: %s\n", pool.DomainKeyCheck(), describeSlots(pool.Status()))
+		return nil
 	}
 	rec, err := gateway.BeginRecovery(store, requester, validFor, time.Now())
 	if err != nil {
@@ -317,7 +375,7 @@ Waiting (until %s)...
 		if rec.Ready(now) {
 			fmt.Fprintf(w, "Approved by %d of %d needed; %d shares of %d needed. Recovering.\n", len(d.Approvals), d.Threshold, rec.SharesHeld(), rec.SharesNeeded())
 			d, resplit, cerr := rec.Complete(ctx, pool, now)
-			auditRecovery(ctx, pool, store, dataDir, d, cerr, log)
+			auditRecovery(ctx, pool, store, dataDir, d, "officers", cerr, log)
 			if cerr != nil {
 				return fmt.Errorf("%s: %w", cmd, cerr)
 			}
@@ -363,7 +421,7 @@ func takeInboxFile(rec *gateway.Recovery, path, ext string) (string, error) {
 
 // auditRecovery records the ceremony in the audit log, once the pool can
 // sign again (if it can't, the log says why, and so does the error).
-func auditRecovery(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, dataDir string, d quorum.Decision, failure error, log *slog.Logger) {
+func auditRecovery(ctx context.Context, pool *hsmpool.Pool, store *keystore.Store, dataDir string, d quorum.Decision, source string, failure error, log *slog.Logger) {
 	if pool.Healthy() == 0 {
 		log.Warn("the recovery can't be audited: no healthy slot to sign the audit log with", "request_id", d.RequestID.String())
 		return
@@ -378,9 +436,13 @@ func auditRecovery(ctx context.Context, pool *hsmpool.Pool, store *keystore.Stor
 	for _, fp := range d.Approvals {
 		officers = append(officers, fp.String())
 	}
-	rec := audit.Record{RequestID: d.RequestID.String(), Principal: gateway.AdminName, Operation: gateway.AdminTargetPrefix + "QuorumExecute", Outcome: audit.OutcomeOK,
+	id := d.RequestID.String()
+	if d.RequestID == (quorum.RequestID{}) {
+		id = "sealed-" + time.Now().UTC().Format("20060102T150405Z")
+	}
+	rec := audit.Record{RequestID: id, Principal: gateway.AdminName, Operation: gateway.AdminTargetPrefix + "QuorumExecute", Outcome: audit.OutcomeOK,
 		RequestMetadata: map[string]string{"quorum_request_id": d.RequestID.String(), "quorum_kind": string(d.Kind),
-			"quorum_epoch": fmt.Sprint(d.Epoch), "quorum_approvals": strings.Join(officers, ",")}}
+			"quorum_epoch": fmt.Sprint(d.Epoch), "quorum_approvals": strings.Join(officers, ","), "recovery_source": source}}
 	if failure != nil {
 		rec.Outcome, rec.ErrorCode = audit.OutcomeError, "RecoveryFailed"
 	}
@@ -404,4 +466,133 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// SealedDomainKeyFile is the domain key's sealed recovery copy, in the
+// attestation state folder.
+const SealedDomainKeyFile = "domain-key.sealed"
+
+// sealDomainKeyCopy seals the domain key material to the PCR values a
+// boot of this executable with the data folder's configuration reaches,
+// when the configuration has a TPM: `hsmgate quorum recover --sealed` can
+// then provision a new slot without officers, but only on such a boot.
+func sealDomainKeyCopy(dataDir string, material []byte, w io.Writer) error {
+	const cmd = "init"
+	cfg, ao, err := attestOptions(dataDir, cmd)
+	if err != nil || !ao.On() {
+		return err
+	}
+	meas, err := measureBoot(cfg, "")
+	if err != nil {
+		return err
+	}
+	pcrs, err := meas.predictPCRs(ao.PCRs)
+	if err != nil {
+		return err
+	}
+	h, err := openTPM(ao)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	path := filepath.Join(ao.StateDir, SealedDomainKeyFile)
+	if err := writeSealed(h, path, material, softwarePCRs(pcrs, ao.PCRs)); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Sealed a recovery copy of the domain key to %s in %s: it unseals only in a boot of this image and binary\n", h.what, path)
+	return nil
+}
+
+// softwarePCRs keeps the image and binary PCRs of pcrs: the domain key's
+// sealed copy is bound to the approved software, not to the
+// configuration, since replacing an HSM is itself a configuration change
+// (the PINs, sealed to the configuration too, still guard the pool).
+func softwarePCRs(pcrs map[int][]byte, alloc attest.PCRAllocation) map[int][]byte {
+	return map[int][]byte{alloc.Image: pcrs[alloc.Image], alloc.Binary: pcrs[alloc.Binary]}
+}
+
+func writeSealed(h *tpmHandle, path string, secret []byte, pcrs map[int][]byte) error {
+	sealed, err := h.Seal(secret, pcrs)
+	if err != nil {
+		return err
+	}
+	raw, err := sealed.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(path, raw, 0o600)
+}
+
+// resealDomainKeyCopy moves the sealed domain-key copy to the image and
+// binary PCR values of pcrs (seal-pins --binary ahead of an update): it
+// measures this boot's image and binary into the TPM (as serve would) and
+// must unseal the copy first. It reports what it did, or why the copy
+// stays as it was.
+func resealDomainKeyCopy(h *tpmHandle, cfg *config.Config, ao config.AttestOptions, pcrs map[int][]byte, w io.Writer) {
+	path := filepath.Join(ao.StateDir, SealedDomainKeyFile)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var material []byte
+	if err == nil {
+		var now *bootMeasurements
+		if now, err = measureBoot(cfg, ""); err == nil {
+			for _, e := range now.events {
+				if e.Kind == attest.KindConfig {
+					continue
+				}
+				if _, err = h.Measure(e.Kind, e.Name, e.Digest); err != nil {
+					break
+				}
+			}
+		}
+		var sealed *attest.Sealed
+		if err == nil {
+			sealed, err = attest.ParseSealed(raw)
+		}
+		if err == nil {
+			material, err = h.Unseal(sealed)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(w, "The sealed domain-key copy %s was NOT resealed: it does not unseal on this boot (%v); it stays sealed to the software it was sealed to\n", path, err)
+		return
+	}
+	defer clear(material)
+	if err := writeSealed(h, path, material, softwarePCRs(pcrs, ao.PCRs)); err != nil {
+		fmt.Fprintf(w, "The sealed domain-key copy %s was NOT resealed: %v\n", path, err)
+		return
+	}
+	fmt.Fprintf(w, "Resealed the domain-key recovery copy %s to the image and binary measured above\n", path)
+}
+
+// recoverSealed provisions the slots that lack the domain key from its
+// sealed copy: it unseals only on a boot whose measurements match.
+func recoverSealed(ctx context.Context, boot *bootAttestation, ao config.AttestOptions, pool *hsmpool.Pool, wantKCV string) error {
+	path := filepath.Join(ao.StateDir, SealedDomainKeyFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("the sealed domain-key copy: %w (it is made by init --quorum-set with a TPM)", err)
+	}
+	sealed, err := attest.ParseSealed(raw)
+	if err != nil {
+		return fmt.Errorf("the sealed domain-key copy %s: %w", path, err)
+	}
+	material, err := boot.tpm.Unseal(sealed)
+	if err != nil {
+		return fmt.Errorf("unseal the domain-key copy %s: %w", path, err)
+	}
+	defer clear(material)
+	kcv, err := hsmpool.KCVOf(material)
+	if err != nil {
+		return err
+	}
+	if wantKCV != "" && kcv.String() != wantKCV {
+		return fmt.Errorf("the sealed copy is of domain key %s, not this gateway's %s: nothing was provisioned", kcv, wantKCV)
+	}
+	return pool.ProvisionDomainKey(ctx, material)
 }

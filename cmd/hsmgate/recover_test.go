@@ -97,20 +97,7 @@ func TestRecoverDomainKeyOntoFreshToken(t *testing.T) {
 	srv.stop(t, syscall.SIGTERM)
 
 	// The HSM is replaced: the configuration names only a fresh token.
-	util, module, err := findSoftHSM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	soft, err := softhsm.Create(util, module, filepath.Join(data, "softhsm-new"), "replacement", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Pool.Modules[0].Tokens = []config.Token{{Label: soft.Tokens[0].Label}}
-	cfg.Pool.Modules[0].PINFile = soft.PINFile
-	cfg.Pool.Modules[0].Env = map[string]string{"SOFTHSM2_CONF": soft.Conf}
-	if err := cfg.Write(); err != nil {
-		t.Fatal(err)
-	}
+	replaceToken(t, data)
 
 	// The ceremony, with officers dropping files into the inbox.
 	inbox := filepath.Join(dir, "inbox")
@@ -221,4 +208,79 @@ func TestRecoverDomainKeyOntoFreshToken(t *testing.T) {
 	if r := hsmgate(t, nil, "--data", data, "quorum", "recover", "--inbox", inbox, "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "no slot lacks the domain key") {
 		t.Fatalf("second recover: exit %d: %s", r.code, r.stderr)
 	}
+}
+
+// replaceToken points data's configuration at one fresh SoftHSM token
+// instead of its tokens, as after an HSM was replaced.
+func replaceToken(t *testing.T, data string) {
+	t.Helper()
+	util, module, err := findSoftHSM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, err := softhsm.Create(util, module, filepath.Join(data, "softhsm-new"), "replacement", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	editConfig(t, data, func(cfg *config.Config) {
+		cfg.Pool.Modules[0].Tokens = []config.Token{{Label: soft.Tokens[0].Label}}
+		cfg.Pool.Modules[0].PINFile = soft.PINFile
+		cfg.Pool.Modules[0].Env = map[string]string{"SOFTHSM2_CONF": soft.Conf}
+	})
+}
+
+// With a TPM, init also seals a copy of the domain key to the image and
+// binary; recover --sealed provisions a replacement token from it without
+// officers, but not when run by another binary.
+func TestRecoverFromSealedCopy(t *testing.T) {
+	needSoftHSM(t)
+	needSwtpm(t)
+	dir := t.TempDir()
+	_, _, setFile, pops := officerFiles(t, dir)
+	data := filepath.Join(dir, "data")
+	r := hsmgate(t, nil, append([]string{"--data", data, "init", "--tokens", "1", "--attest", "swtpm", "--quorum-set", setFile, "--cluster", "prod", "--target", "gw-1"}, pops...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "Sealed a recovery copy of the domain key") {
+		t.Fatalf("init: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := hsmgate(t, nil, "--data", data, "quorum", "recover", "--sealed"); r.code != 1 || !strings.Contains(r.stderr, "no slot lacks the domain key") {
+		t.Fatalf("recover with nothing to do: exit %d: %s", r.code, r.stderr)
+	}
+	setListen(t, data, freeAddr(t))
+	cfg, _ := config.Load(data)
+	endpoint := "https://" + cfg.Gateway.Listen
+	roots := caPool(t, filepath.Join(data, "pki", "ca.pem"))
+	akid, secret := readAdminCredentials(t, data)
+	srv := startServe(t, data)
+	srv.waitReady(t, endpoint, roots)
+	ctx := context.Background()
+	c := kmsClient(endpoint, cfg.Gateway.Region, akid, secret, roots)
+	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte("sealed away")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(t, syscall.SIGTERM)
+	replaceToken(t, data)
+
+	// Another binary: the copy does not unseal, nothing is provisioned.
+	exe, _ := os.Executable()
+	other := filepath.Join(dir, "bin", "hsmgate")
+	copyFile(t, exe, other, 0o755)
+	appendTo(t, other, []byte("tampered"))
+	if r := hsmgateExe(t, other, "--data", data, "quorum", "recover", "--sealed"); r.code != 1 || !strings.Contains(r.stderr, "unseal the domain-key copy") {
+		t.Fatalf("recover --sealed by another binary: exit %d: %s", r.code, r.stderr)
+	}
+	if r := hsmgate(t, nil, "--data", data, "pool", "check"); r.code != 1 {
+		t.Fatalf("pool check after a refused recovery: exit %d", r.code)
+	}
+	r = hsmgate(t, nil, "--data", data, "quorum", "recover", "--sealed")
+	if r.code != 0 || !strings.Contains(r.stdout, "Recovered from the TPM-sealed copy") {
+		t.Fatalf("recover --sealed: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	srv = startServe(t, data)
+	srv.waitReady(t, endpoint, roots)
+	dec, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	if err != nil || string(dec.Plaintext) != "sealed away" {
+		t.Fatalf("decrypt on the replacement token: %v", err)
+	}
+	srv.stop(t, syscall.SIGTERM)
 }
