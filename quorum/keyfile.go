@@ -180,11 +180,7 @@ func DecryptKeyFile(data, passphrase []byte) (*OfficerKey, error) {
 	if err != nil {
 		return nil, ErrWrongPassphrase
 	}
-	var s officerSecret
-	if err := unmarshalStrict(plain, &s); err != nil {
-		return nil, fmt.Errorf("key file contents: %w", err)
-	}
-	k, err := s.key()
+	k, err := decodeSecret(plain)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package quorum
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -219,6 +220,11 @@ type OfficerKey struct {
 	xwPriv   kem.PrivateKey
 	public   OfficerPublicKey
 	publicFP Fingerprint
+	// token is set when the Ed25519 half is held in a PKCS#11 token
+	// (edSeed and edPriv are then empty); edSigner is that key once
+	// attached (AttachTokenSigner).
+	token    *TokenRef
+	edSigner crypto.Signer
 }
 
 // KEM identifiers for HPKE (RFC 9180 registry; X-Wing's is 0x647a).
@@ -275,25 +281,35 @@ func (s officerSecret) key() (*OfficerKey, error) {
 	if len(s.Ed25519Seed) != ed25519.SeedSize || len(s.MLDSA65Seed) != mldsa65.SeedSize {
 		return nil, errors.New("quorum: officer key: bad seed length")
 	}
-	k := &OfficerKey{name: s.Name, edSeed: s.Ed25519Seed, mlSeed: s.MLDSA65Seed, x25519: s.X25519, xwing: s.XWing}
+	k := &OfficerKey{name: s.Name, edSeed: s.Ed25519Seed}
 	k.edPriv = ed25519.NewKeyFromSeed(s.Ed25519Seed)
+	return k.complete(k.edPriv.Public().(ed25519.PublicKey), s.MLDSA65Seed, s.X25519, s.XWing)
+}
+
+// complete derives the rest of k from its secrets and the Ed25519 public
+// key.
+func (k *OfficerKey) complete(edPub ed25519.PublicKey, mlSeed, x25519, xwing []byte) (*OfficerKey, error) {
+	if len(edPub) != ed25519.PublicKeySize || len(mlSeed) != mldsa65.SeedSize {
+		return nil, errors.New("quorum: officer key: bad key length")
+	}
+	k.mlSeed, k.x25519, k.xwing = mlSeed, x25519, xwing
 	var seed [mldsa65.SeedSize]byte
-	copy(seed[:], s.MLDSA65Seed)
+	copy(seed[:], mlSeed)
 	mlPub, mlPriv := mldsa65.NewKeyFromSeed(&seed)
 	k.mlPriv = mlPriv
 	var err error
-	if k.xPriv, err = KEMX25519.Scheme().UnmarshalBinaryPrivateKey(s.X25519); err != nil {
+	if k.xPriv, err = KEMX25519.Scheme().UnmarshalBinaryPrivateKey(x25519); err != nil {
 		return nil, fmt.Errorf("quorum: officer key: X25519: %v", err)
 	}
-	if k.xwPriv, err = KEMXWing.Scheme().UnmarshalBinaryPrivateKey(s.XWing); err != nil {
+	if k.xwPriv, err = KEMXWing.Scheme().UnmarshalBinaryPrivateKey(xwing); err != nil {
 		return nil, fmt.Errorf("quorum: officer key: X-Wing: %v", err)
 	}
 	xPub, _ := k.xPriv.Public().MarshalBinary()
 	xwPub, _ := k.xwPriv.Public().MarshalBinary()
 	k.public = OfficerPublicKey{
 		Tag:     tagOfficerPublic,
-		Name:    s.Name,
-		Ed25519: append([]byte(nil), k.edPriv.Public().(ed25519.PublicKey)...),
+		Name:    k.name,
+		Ed25519: append([]byte(nil), edPub...),
 		MLDSA65: mlPub.Bytes(),
 		X25519:  xPub,
 		XWing:   xwPub,
@@ -305,7 +321,11 @@ func (s officerSecret) key() (*OfficerKey, error) {
 	return k, nil
 }
 
-func (k *OfficerKey) secret() officerSecret {
+func (k *OfficerKey) secret() any {
+	if k.token != nil {
+		return officerTokenSecret{Tag: tagOfficerTokenSecret, Name: k.name, Ed25519: k.public.Ed25519, Token: *k.token,
+			MLDSA65Seed: k.mlSeed, X25519: k.x25519, XWing: k.xwing}
+	}
 	return officerSecret{Tag: tagOfficerSecret, Name: k.name, Ed25519Seed: k.edSeed, MLDSA65Seed: k.mlSeed, X25519: k.x25519, XWing: k.xwing}
 }
 
@@ -323,7 +343,11 @@ func (k *OfficerKey) Name() string { return k.name }
 // msg. The result is an encoded HybridSignature.
 func (k *OfficerKey) Sign(msg []byte) ([]byte, error) {
 	m := hybridMessage(msg)
-	hs := HybridSignature{Ed25519: ed25519.Sign(k.edPriv, m), MLDSA65: make([]byte, mldsa65.SignatureSize)}
+	ed, err := k.signEd25519(m)
+	if err != nil {
+		return nil, err
+	}
+	hs := HybridSignature{Ed25519: ed, MLDSA65: make([]byte, mldsa65.SignatureSize)}
 	if err := mldsa65.SignTo(k.mlPriv, m, nil, true, hs.MLDSA65); err != nil {
 		return nil, fmt.Errorf("quorum: ML-DSA-65 sign: %w", err)
 	}

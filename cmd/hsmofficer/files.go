@@ -83,12 +83,19 @@ func readProposal(path string) ([]byte, *quorum.Proposal, error) {
 // passphrase returns HSMOFFICER_PASSPHRASE if it is set and not empty, or
 // reads the passphrase from the terminal without echo (twice when confirm).
 func (t *tool) passphrase(prompt string, confirm bool) ([]byte, error) {
-	if p := os.Getenv(passphraseEnv); p != "" {
+	return t.secret(passphraseEnv, "passphrase", prompt, confirm)
+}
+
+// secret returns the environment variable env if it is set and not
+// empty, or reads what (a passphrase, a PIN) from the terminal without
+// echo (twice when confirm).
+func (t *tool) secret(env, what, prompt string, confirm bool) ([]byte, error) {
+	if p := os.Getenv(env); p != "" {
 		return []byte(p), nil
 	}
 	f, ok := t.in.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil, errors.New("no terminal to read the passphrase from (set " + passphraseEnv + " in scripts)")
+		return nil, errors.New("no terminal to read the " + what + " from (set " + env + " in scripts)")
 	}
 	fmt.Fprint(t.err, prompt+": ")
 	p, err := term.ReadPassword(int(f.Fd()))
@@ -97,7 +104,7 @@ func (t *tool) passphrase(prompt string, confirm bool) ([]byte, error) {
 		return nil, err
 	}
 	if len(p) == 0 {
-		return nil, errors.New("empty passphrase")
+		return nil, errors.New("empty " + what)
 	}
 	if confirm {
 		fmt.Fprint(t.err, "again: ")
@@ -107,7 +114,7 @@ func (t *tool) passphrase(prompt string, confirm bool) ([]byte, error) {
 			return nil, err
 		}
 		if string(again) != string(p) {
-			return nil, errors.New("the passphrases differ")
+			return nil, errors.New("the " + what + "s differ")
 		}
 	}
 	return p, nil
@@ -130,6 +137,15 @@ func (t *tool) loadKey(path string) (*quorum.OfficerKey, error) {
 	k, err := quorum.DecryptKeyFile(data, pass)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if ref := k.Token(); ref != nil {
+		signer, err := t.openTokenKey(*ref)
+		if err != nil {
+			return nil, fmt.Errorf("%s: the Ed25519 half is key %q in PKCS#11 token %q: %w", path, ref.Label, ref.Token, err)
+		}
+		if err := k.AttachTokenSigner(signer); err != nil {
+			return nil, err
+		}
 	}
 	return k, nil
 }

@@ -20,14 +20,27 @@ func defaultName() string {
 
 // keygen makes a key, encrypts it and writes the key file (0600), and the
 // public record if asked.
-func (t *tool) keygen(out, name, pubOut string) error {
+func (t *tool) keygen(out, name, pubOut, token, tokenKeyLabel string) error {
 	if name == "" {
 		name = defaultName()
 	}
 	if _, err := os.Stat(out); err == nil {
 		return fmt.Errorf("%s exists: refusing to overwrite it", out)
 	}
-	k, err := quorum.GenerateOfficerKey(name)
+	var k *quorum.OfficerKey
+	var err error
+	if token != "" {
+		signer, ref, gerr := t.generateTokenKey(token, tokenKeyLabel)
+		if gerr != nil {
+			return fmt.Errorf("generate the Ed25519 key in PKCS#11 token %q: %w", token, gerr)
+		}
+		k, err = quorum.GenerateTokenOfficerKey(name, ref, signer)
+		if err == nil {
+			t.printf("the Ed25519 half is key %q in PKCS#11 token %q (sensitive, never extractable); the ML-DSA-65 and HPKE keys are in the key file\n", ref.Label, ref.Token)
+		}
+	} else {
+		k, err = quorum.GenerateOfficerKey(name)
+	}
 	if err != nil {
 		return err
 	}

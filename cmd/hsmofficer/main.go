@@ -82,9 +82,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "out", Usage: "key file to write (mode 0600; refused if it exists)", Required: true},
 					&cli.StringFlag{Name: "name", Usage: "the officer's name as others will see it (printable ASCII), default user@host"},
 					&cli.StringFlag{Name: "pub", Usage: "also write the public key record to this file"},
+					&cli.StringFlag{Name: "token", Usage: "make the Ed25519 half in this PKCS#11 token (by label; module from " + pkcs11ModuleEnv + ", PIN from " + tokenPINEnv + " or the terminal; needs hsmofficer built with -tags pkcs11)"},
+					&cli.StringFlag{Name: "token-key-label", Value: "hsmgate-officer", Usage: "with --token: the label of the key made in the token"},
 				},
 				Action: func(c *cli.Context) error {
-					return tl.keygen(c.String("out"), c.String("name"), c.String("pub"))
+					return tl.keygen(c.String("out"), c.String("name"), c.String("pub"), c.String("token"), c.String("token-key-label"))
 				},
 			},
 			{
