@@ -251,6 +251,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			xksCommand(),
 			attestCommand(),
+			imageCommand(),
 			{
 				Name: "apply",
 				Usage: "make the running gateway's keys match a TOML file: keys, aliases, descriptions, tags, key policies, rotation, " +
