@@ -202,6 +202,8 @@ type Admin struct {
 	// proposal was run (err: why it failed after its request id was
 	// consumed), for the audit log (quorum.go).
 	OnQuorumExecuted func(ctx context.Context, principal string, d quorum.Decision, err error)
+	// Images is the firmware image configuration, nil without [images].
+	Images *ImageService
 }
 
 type adminHandler func(a *Admin, ctx context.Context, caller *kmsapi.Caller, body []byte) (any, error)
@@ -243,6 +245,10 @@ var adminOperations = map[string]adminHandler{
 	"QuorumShow":             adminOp((*Admin).quorumShow),
 	"QuorumApprove":          adminOp((*Admin).quorumApprove),
 	"QuorumReject":           adminOp((*Admin).quorumReject),
+	"ImageTrustInstall":      adminOp((*Admin).imageTrustInstall),
+	"ImageStatus":            adminOp((*Admin).imageStatus),
+	"ImageStage":             adminOp((*Admin).imageStage),
+	"ImageRefresh":           adminOp((*Admin).imageRefresh),
 }
 
 // AdminOperations lists the admin operations, sorted, without the prefix.
@@ -287,7 +293,7 @@ func operationName(target string) string {
 // admin serves an authenticated admin API request on the gateway.
 func (g *Gateway) admin(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
 	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log,
-		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution}
+		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution, Images: g.cfg.Images}
 	if g.cfg.XKS != nil {
 		for _, st := range g.cfg.XKS.Stores {
 			a.XKSStores = append(a.XKSStores, st.Name)

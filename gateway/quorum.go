@@ -91,6 +91,7 @@ type pendingProposal struct {
 	Approvals  [][]byte
 	Rejections [][]byte
 	Pops       [][]byte
+	Attachment []byte `json:",omitempty"`
 }
 
 // Requests and answers of the quorum operations.
@@ -125,6 +126,9 @@ type (
 	QuorumProposeInput struct {
 		Proposal           []byte
 		ProofsOfPossession [][]byte
+		// Attachment: what a release-trust proposal installs (the
+		// images.Trust encoding whose SHA-256 it names).
+		Attachment []byte `json:",omitempty"`
 	}
 	QuorumRequestInput   struct{ RequestId string }
 	QuorumApproveInput   struct{ Approval []byte }
@@ -159,7 +163,7 @@ type (
 // quorumOps may be called by officers who are not admins.
 var quorumOfficerOps = map[string]bool{
 	"QuorumStatus": true, "QuorumPropose": true, "QuorumList": true, "QuorumShow": true,
-	"QuorumApprove": true, "QuorumReject": true,
+	"QuorumApprove": true, "QuorumReject": true, "ImageStatus": true,
 }
 
 func quorumRefused(err error) error {
@@ -324,8 +328,8 @@ func quorumStatus(st *quorumState, set *quorum.Set) *QuorumStatusOutput {
 		}
 		return 1
 	})
-	for k, v := range set.Thresholds {
-		out.Thresholds[string(k)] = v
+	for _, k := range quorum.Kinds {
+		out.Thresholds[string(k)] = set.Threshold(k)
 	}
 	return out
 }
@@ -396,7 +400,7 @@ func (a *Admin) describeProposal(st *quorumState, set *quorum.Set, p *pendingPro
 	if err == nil {
 		out.RequestId, out.Kind, out.Epoch, out.Requester = dp.RequestID.String(), string(dp.Kind), dp.Epoch, dp.Requester
 		out.Expiry = kmsapi.Epoch(dp.Expiry)
-		out.Threshold = set.Thresholds[dp.Kind]
+		out.Threshold = set.Threshold(dp.Kind)
 	}
 	if t, err := a.tally(st, set, p); err == nil {
 		d, _ := t.Decision(a.now())
@@ -445,11 +449,11 @@ func (a *Admin) quorumPropose(ctx context.Context, caller *kmsapi.Caller, req *Q
 		}
 	default:
 		// Refuse now what could not run once approved.
-		if _, err := a.prepare(ctx, caller.Principal, p, h); err != nil {
+		if _, err := a.prepare(ctx, caller.Principal, p, h, req.Attachment); err != nil {
 			return nil, err
 		}
 	}
-	pp := &pendingProposal{Proposal: req.Proposal, Proposer: caller.Principal, Created: a.now().Unix(), Pops: req.ProofsOfPossession}
+	pp := &pendingProposal{Proposal: req.Proposal, Proposer: caller.Principal, Created: a.now().Unix(), Pops: req.ProofsOfPossession, Attachment: req.Attachment}
 	st.Pending = append(st.Pending, pp)
 	if err := a.saveQuorum(st); err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ import (
 
 // prepare checks that an operation proposal can run as proposed by
 // proposer, and returns the function that runs it.
-func (a *Admin) prepare(ctx context.Context, proposer string, p *quorum.Proposal, hash [32]byte) (func(context.Context) ([]byte, error), error) {
+func (a *Admin) prepare(ctx context.Context, proposer string, p *quorum.Proposal, hash [32]byte, attachment []byte) (func(context.Context) ([]byte, error), error) {
 	kms := a.kms()
 	caller, err := a.callerOf(proposer)
 	if err != nil {
@@ -77,8 +77,8 @@ func (a *Admin) prepare(ctx context.Context, proposer string, p *quorum.Proposal
 		}, nil
 	case *quorum.DomainRecoveryParams:
 		return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "Domain-key recovery runs on the gateway machine with the gateway stopped: `hsmgate quorum recover` makes its proposal and takes the officers' approvals and shares.")
-	case *quorum.FirmwareActivationParams:
-		return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "Firmware activation proposals are made by `hsmgate image activate` (docs/images.md).")
+	case *quorum.FirmwareActivationParams, *quorum.ReleaseTrustParams:
+		return a.prepareImage(p, attachment)
 	}
 	return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "The gateway does not run %s operations.", p.Kind)
 }
@@ -110,7 +110,7 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 	}
 	// The policy or the key may have changed since the proposal: a
 	// proposal that can no longer run is closed without consuming it.
-	run, err := a.prepare(ctx, pp.Proposer, p, d.ProposalHash)
+	run, err := a.prepare(ctx, pp.Proposer, p, d.ProposalHash, pp.Attachment)
 	if err != nil {
 		if serr := drop("approved, but could not run: " + errorText(err)); serr != nil {
 			return nil, serr
@@ -181,7 +181,7 @@ func (a *Admin) executed(st *quorumState, set *quorum.Set, id string) (*QuorumPr
 		out := QuorumProposalOutput{
 			RequestId: rid, ProposalHash: hex.EncodeToString(h[:]), Kind: string(p.Kind), Epoch: p.Epoch,
 			Requester: p.Requester, Proposer: res.Proposer, Expiry: kmsapi.Epoch(p.Expiry), Created: kmsapi.Epoch(time.Unix(res.Executed, 0)),
-			Threshold: set.Thresholds[p.Kind], Approvals: res.Approvals, Status: "EXECUTED",
+			Threshold: set.Threshold(p.Kind), Approvals: res.Approvals, Status: "EXECUTED",
 			Result: res.Output, ResultError: res.Error, Proposal: res.Proposal, Text: p.Render(),
 		}
 		return &out, true

@@ -78,6 +78,9 @@ type Config struct {
 	// measured this boot, and makes /readyz follow its Check
 	// (attestation.go; docs/attestation.md).
 	Attestation *AttestationOptions
+	// Images, when set, serves the firmware image operations and runs
+	// approved activations (images.go).
+	Images *ImageService
 }
 
 // Gateway serves the API. Create it with New.

@@ -76,6 +76,7 @@ func proposalSeeds(t testing.TB) [][]byte {
 		firmwareParams(),
 		&SetChangeParams{Next: newSet(t, 2, ks[:2], 2)},
 		&KeyOperationParams{KeyID: "alias/k", Operation: "Decrypt", Request: []byte("{}")},
+		&ReleaseTrustParams{Version: 2, TrustSHA256: make([]byte, 32)},
 	} {
 		p, err := NewProposal(set, params, header())
 		if err != nil {

@@ -244,6 +244,8 @@ func decodeParams(kind Kind, raw []byte) (Params, error) {
 			return nil, fmt.Errorf("set-change parameters: next set: %w", err)
 		}
 		return &SetChangeParams{Next: next}, nil
+	case KindReleaseTrust:
+		p = &ReleaseTrustParams{}
 	case KindKeyOperation:
 		p = &KeyOperationParams{}
 	default:
@@ -399,6 +401,31 @@ func (p *KeyOperationParams) render(b *strings.Builder) {
 	}
 }
 
+// ReleaseTrustParams: replace the firmware images' trusted state (package
+// images: release keys and threshold, timestamp keys) by the trust record
+// of version Version whose canonical encoding has SHA-256 TrustSHA256.
+// The record itself travels beside the proposal; officers check its hash.
+type ReleaseTrustParams struct {
+	_           struct{} `cbor:",toarray"`
+	Version     uint64
+	TrustSHA256 []byte // 32 bytes
+}
+
+func (*ReleaseTrustParams) Kind() Kind { return KindReleaseTrust }
+func (p *ReleaseTrustParams) validate() error {
+	if p.Version < 1 {
+		return fmt.Errorf("%w: trust version %d", ErrNonCanonical, p.Version)
+	}
+	if len(p.TrustSHA256) != sha256.Size {
+		return fmt.Errorf("%w: trust SHA-256 must be 32 bytes", ErrNonCanonical)
+	}
+	return nil
+}
+func (p *ReleaseTrustParams) render(b *strings.Builder) {
+	line(b, "trust version", strconv.FormatUint(p.Version, 10))
+	line(b, "trust SHA-256", hex.EncodeToString(p.TrustSHA256))
+}
+
 // SetChangeParams: replace the quorum set by Next (whose epoch must be the
 // current one + 1).
 type SetChangeParams struct {
@@ -439,7 +466,7 @@ func (p *SetChangeParams) render(b *strings.Builder) {
 	}
 	b.WriteString("  next thresholds\n")
 	for _, k := range Kinds {
-		fmt.Fprintf(b, "    %-22s %d of %d\n", k, p.Next.Thresholds[k], len(p.Next.Officers))
+		fmt.Fprintf(b, "    %-22s %d of %d\n", k, p.Next.Threshold(k), len(p.Next.Officers))
 	}
 }
 

@@ -22,10 +22,25 @@ const (
 	KindFirmwareActivation Kind = "firmware-activation"
 	KindSetChange          Kind = "set-change"
 	KindKeyOperation       Kind = "key-operation"
+	// KindReleaseTrust changes the firmware images' trusted release keys
+	// (package images). A set made before it existed has no threshold for
+	// it: the firmware-activation threshold applies (Set.Threshold).
+	KindReleaseTrust Kind = "release-trust"
 )
 
 // Kinds lists every kind, in a fixed order.
-var Kinds = []Kind{KindKeyExport, KindDomainRecovery, KindFirmwareActivation, KindSetChange, KindKeyOperation}
+var Kinds = []Kind{KindKeyExport, KindDomainRecovery, KindFirmwareActivation, KindSetChange, KindKeyOperation, KindReleaseTrust}
+
+// Threshold is how many distinct officers must approve kind k.
+func (s *Set) Threshold(k Kind) int {
+	if t, ok := s.Thresholds[k]; ok {
+		return t
+	}
+	if k == KindReleaseTrust {
+		return s.Thresholds[KindFirmwareActivation]
+	}
+	return 0
+}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool { return slices.Contains(Kinds, k) }
@@ -85,6 +100,9 @@ func (s *Set) Validate() error {
 	}
 	for _, k := range Kinds {
 		t, ok := s.Thresholds[k]
+		if !ok && k == KindReleaseTrust {
+			continue // Threshold falls back to firmware-activation's
+		}
 		if !ok {
 			return fmt.Errorf("%w: no threshold for %s", ErrThreshold, k)
 		}
@@ -199,7 +217,7 @@ func (s *Set) Render() string {
 	}
 	b.WriteString("  thresholds:\n")
 	for _, k := range Kinds {
-		fmt.Fprintf(&b, "    %-22s %d of %d\n", k, s.Thresholds[k], len(s.Officers))
+		fmt.Fprintf(&b, "    %-22s %d of %d\n", k, s.Threshold(k), len(s.Officers))
 	}
 	return b.String()
 }

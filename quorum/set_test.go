@@ -117,3 +117,26 @@ func TestSetEncoding(t *testing.T) {
 	}
 	t.Log("\n" + s.Render())
 }
+
+// A set made before the release-trust kind existed is still valid, and
+// release-trust proposals need its firmware-activation threshold.
+func TestSetWithoutReleaseTrustThreshold(t *testing.T) {
+	ks := officers(t, 3)
+	s := newSet(t, 1, ks, 2)
+	delete(s.Thresholds, KindReleaseTrust)
+	s.Thresholds[KindFirmwareActivation] = 3
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Threshold(KindReleaseTrust); got != 3 {
+		t.Fatalf("release-trust threshold %d, want the firmware-activation threshold 3", got)
+	}
+	s.Thresholds[KindReleaseTrust] = 1
+	if got := s.Threshold(KindReleaseTrust); got != 1 {
+		t.Fatalf("an explicit release-trust threshold: %d", got)
+	}
+	delete(s.Thresholds, KindKeyExport)
+	if err := s.Validate(); err == nil {
+		t.Fatal("a set without a key-export threshold validated")
+	}
+}

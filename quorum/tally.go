@@ -130,7 +130,7 @@ func NewTally(set *Set, proposal []byte, scope Scope, now time.Time) (*Tally, er
 	}
 	return &Tally{
 		set: set, proposal: p, raw: bytes.Clone(proposal), hash: ProposalHash(proposal), scope: scope,
-		threshold: set.Thresholds[p.Kind],
+		threshold: set.Threshold(p.Kind),
 		approved:  map[Fingerprint]bool{},
 		rejected:  map[Fingerprint]bool{},
 	}, nil

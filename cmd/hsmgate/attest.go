@@ -107,6 +107,13 @@ func measureBoot(cfg *config.Config, binary string) (*bootMeasurements, error) {
 	if err != nil {
 		return nil, err
 	}
+	imageName := imageEventName
+	if img, err := activeImage(cfg); err != nil {
+		return nil, err
+	} else if img != nil {
+		// The active firmware image is what this appliance runs.
+		manifest, imageName = img.ManifestBytes, activeImageEventName(img)
+	}
 	if binary == "" {
 		if binary, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("measure the hsmgate executable: %w", err)
@@ -130,7 +137,7 @@ func measureBoot(cfg *config.Config, binary string) (*bootMeasurements, error) {
 	confDigest := sha256.Sum256(conf)
 	return &bootMeasurements{
 		events: []attest.Event{
-			{Kind: attest.KindImage, Name: imageEventName, Digest: imageDigest[:]},
+			{Kind: attest.KindImage, Name: imageName, Digest: imageDigest[:]},
 			{Kind: attest.KindBinary, Name: binary, Digest: binDigest},
 			{Kind: attest.KindConfig, Name: config.FileName, Digest: confDigest[:]},
 		},
@@ -329,17 +336,10 @@ func attestBoot(cfg *config.Config, ao config.AttestOptions, log *slog.Logger) (
 		if path == "" {
 			continue
 		}
-		raw, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("pool.modules[%d]: the sealed PIN %s is missing: run `hsmgate attest seal-pins`", i, path)
-		} else if err != nil {
-			return nil, fmt.Errorf("pool.modules[%d]: %w", i, err)
 		}
-		sealed, err := attest.ParseSealed(raw)
-		if err != nil {
-			return nil, fmt.Errorf("pool.modules[%d]: sealed PIN %s: %w", i, path, err)
-		}
-		pin, err := h.Unseal(sealed)
+		pin, err := unsealWithNext(h.TPM, path)
 		if err != nil {
 			clear(b.pins)
 			return nil, fmt.Errorf("pool.modules[%d]: unseal the PIN %s: %w", i, path, err)

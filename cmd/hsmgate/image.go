@@ -123,14 +123,24 @@ func imageCommand() *cli.Command {
 				},
 			},
 			{
-				Name:      "stage",
-				Usage:     "verify a bundle completely and keep it in the data folder's image store (DATA/images), ready for a quorum-approved activation; a refused bundle leaves nothing behind",
+				Name: "stage",
+				Usage: "verify a bundle completely and keep it in the data folder's image store (DATA/images), ready for a quorum-approved activation; a refused bundle leaves nothing behind. " +
+					"Without --trust, against the gateway's installed trust and [images] target (through the running gateway, or on its keystore while it is stopped)",
 				ArgsUsage: "BUNDLE",
-				Flags:     []cli.Flag{trustFlag, targetFlag, timestampFlag},
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "trust", Usage: "a trust file to verify against instead of the gateway's installed trust"},
+					&cli.StringFlag{Name: "target", Usage: "with --trust: this appliance's hardware target"},
+					timestampFlag, gatewayListenFlag()},
 				Action: func(c *cli.Context) error {
 					bundle, err := oneArg(c, "BUNDLE")
 					if err != nil {
 						return err
+					}
+					if c.String("trust") == "" {
+						return runImageStageOnGateway(newPrincipalCmd(c, "image stage"), bundle, c.String("timestamp"))
+					}
+					if c.String("target") == "" {
+						return errors.New("image stage: --trust needs --target")
 					}
 					return runImageStage(c.App.Writer, c.String("data"), bundle, c.String("trust"), c.String("target"), c.String("timestamp"))
 				},
@@ -145,6 +155,31 @@ func imageCommand() *cli.Command {
 						return err
 					}
 					return runImageRefresh(c.App.Writer, c.String("data"), c.String("trust"), c.String("timestamp"))
+				},
+			},
+			{
+				Name:      "activate",
+				Usage:     "propose activating a staged image: a firmware-activation quorum proposal naming its digest and version, which officers approve (hsmofficer)",
+				ArgsUsage: "DIGEST",
+				Flags:     append(imageProposalFlags(), gatewayListenFlag()),
+				Action: func(c *cli.Context) error {
+					digest, err := oneArg(c, "DIGEST")
+					if err != nil {
+						return err
+					}
+					return runImageActivate(newPrincipalCmd(c, "image activate"), digest, c.String("requester"), c.Duration("valid-for"))
+				},
+			},
+			{
+				Name:      "status",
+				Usage:     "the gateway's image state: target, installed trust, highest activated version, images",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{gatewayListenFlag()},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					return runImageStatus(newPrincipalCmd(c, "image status"))
 				},
 			},
 			{
@@ -180,6 +215,32 @@ func imageCommand() *cli.Command {
 							}
 							return runImageTrustInit(c.App.Writer, c.StringSlice("key"), c.Int("threshold"), c.StringSlice("timestamp-key"),
 								c.Int("timestamp-threshold"), c.Uint64("version"), c.String("out"))
+						},
+					},
+					{
+						Name:      "install",
+						Usage:     "install the gateway's first trust (admins; afterwards it changes only by an approved release-trust proposal)",
+						ArgsUsage: "FILE",
+						Flags:     []cli.Flag{gatewayListenFlag()},
+						Action: func(c *cli.Context) error {
+							file, err := oneArg(c, "FILE")
+							if err != nil {
+								return err
+							}
+							return runImageTrustInstall(newPrincipalCmd(c, "image trust install"), file)
+						},
+					},
+					{
+						Name:      "propose",
+						Usage:     "propose replacing the gateway's trust by FILE (version +1): a release-trust quorum proposal",
+						ArgsUsage: "FILE",
+						Flags:     append(imageProposalFlags(), gatewayListenFlag()),
+						Action: func(c *cli.Context) error {
+							file, err := oneArg(c, "FILE")
+							if err != nil {
+								return err
+							}
+							return runImageTrustPropose(newPrincipalCmd(c, "image trust propose"), file, c.String("requester"), c.Duration("valid-for"))
 						},
 					},
 					{

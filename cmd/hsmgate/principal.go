@@ -115,6 +115,9 @@ func (pc *principalCmd) withAdmin(needPool bool, f func(call adminCall) error) (
 			},
 			Log: pc.log,
 		}
+		if cfg.Images != nil { // activations run only on the serving gateway (no OnActivated)
+			admin.Images = &gateway.ImageService{DataDir: pc.dataDir, Target: cfg.Images.Target}
+		}
 		caller := kmsapi.Caller{Principal: localCaller, Admin: true}
 		return f(func(op string, in, out any) error {
 			body, err := json.Marshal(in)

@@ -574,15 +574,10 @@ func resealDomainKeyCopy(h *tpmHandle, cfg *config.Config, ao config.AttestOptio
 // sealed copy: it unseals only on a boot whose measurements match.
 func recoverSealed(ctx context.Context, boot *bootAttestation, ao config.AttestOptions, pool *hsmpool.Pool, wantKCV string) error {
 	path := filepath.Join(ao.StateDir, SealedDomainKeyFile)
-	raw, err := os.ReadFile(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("the sealed domain-key copy: %w (it is made by init --quorum-set with a TPM)", err)
 	}
-	sealed, err := attest.ParseSealed(raw)
-	if err != nil {
-		return fmt.Errorf("the sealed domain-key copy %s: %w", path, err)
-	}
-	material, err := boot.tpm.Unseal(sealed)
+	material, err := unsealWithNext(boot.tpm.TPM, path)
 	if err != nil {
 		return fmt.Errorf("unseal the domain-key copy %s: %w", path, err)
 	}

@@ -87,6 +87,19 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		defer boot.tpm.Close()
 		poolCfg, forgetPINs = boot.poolConfig(cfg)
 	}
+	// The active firmware image must still verify against the installed
+	// trust (and, with a TPM, not be below its version counter).
+	imgSvc, err := boot.imageService(cfg, ao)
+	if err == nil {
+		err = checkActiveImage(cfg, store, imgSvc)
+	}
+	if err != nil {
+		forgetPINs()
+		if boot != nil {
+			boot.tpm.Close()
+		}
+		return serveRefusing(ctx, opts, fmt.Errorf("firmware image: %w", err), stdout, log)
+	}
 	pool, err = openPool(ctx, poolCfg, "serve: refusing to serve", log)
 	forgetPINs() // the pool has read them
 	if err != nil {
@@ -125,6 +138,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		Audit:          auditLog,
 		XKS:            xksOptions(cfg),
 		Attestation:    attestation,
+		Images:         imgSvc,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hsmgate/hsmgate/images"
 	"github.com/hsmgate/hsmgate/quorum"
 )
 
@@ -116,7 +117,7 @@ func checkAgainstSet(p *quorum.Proposal, set *quorum.Set) string {
 	case p.SetHash != h:
 		return fmt.Sprintf("WARNING: made for quorum set %x, not the given set %x\n", p.SetHash, h)
 	}
-	return fmt.Sprintf("matches the given quorum set (epoch %d); %s needs %d of %d approvals\n", set.Epoch, p.Kind, set.Thresholds[p.Kind], len(set.Officers))
+	return fmt.Sprintf("matches the given quorum set (epoch %d); %s needs %d of %d approvals\n", set.Epoch, p.Kind, set.Threshold(p.Kind), len(set.Officers))
 }
 
 // setDiff describes the change from cur to next.
@@ -137,8 +138,8 @@ func setDiff(cur, next *quorum.Set) string {
 		}
 	}
 	for _, k := range quorum.Kinds {
-		if cur.Thresholds[k] != next.Thresholds[k] || len(cur.Officers) != len(next.Officers) {
-			fmt.Fprintf(&b, "  ~ %-22s %d of %d -> %d of %d\n", k, cur.Thresholds[k], len(cur.Officers), next.Thresholds[k], len(next.Officers))
+		if cur.Threshold(k) != next.Threshold(k) || len(cur.Officers) != len(next.Officers) {
+			fmt.Fprintf(&b, "  ~ %-22s %d of %d -> %d of %d\n", k, cur.Threshold(k), len(cur.Officers), next.Threshold(k), len(next.Officers))
 			changed = true
 		}
 	}
@@ -251,7 +252,7 @@ func (t *tool) verify(setFile, proposalFile string, files []string, cluster, tar
 		t.printf("note: target gateway %q taken from the proposal, not checked (pass --target)\n", p.Target)
 	}
 	h := quorum.ProposalHash(data)
-	t.printf("proposal %x (%s), quorum epoch %d: needs %d of %d approvals\n", h, p.Kind, set.Epoch, set.Thresholds[p.Kind], len(set.Officers))
+	t.printf("proposal %x (%s), quorum epoch %d: needs %d of %d approvals\n", h, p.Kind, set.Epoch, set.Threshold(p.Kind), len(set.Officers))
 	tally, err := quorum.NewTally(set, data, scope, now)
 	if err != nil {
 		return cli.Exit("refused: "+err.Error(), 1)
@@ -333,14 +334,25 @@ func draftCommand(t *tool) *cli.Command {
 				Name:  "firmware",
 				Usage: "propose activating a firmware image",
 				Flags: append(slices.Clone(draftFlags),
-					&cli.StringFlag{Name: "version", Usage: "firmware version", Required: true},
-					&cli.StringFlag{Name: "image", Usage: "the firmware image file (its SHA-256 is proposed)"},
+					&cli.StringFlag{Name: "version", Usage: "firmware version (taken from a bundle given with --image)"},
+					&cli.StringFlag{Name: "image", Usage: "the image bundle (hsmgate image build): its manifest digest is proposed; or another file, whose SHA-256 is"},
 					&cli.StringFlag{Name: "image-sha256", Usage: "the image's SHA-256 in hex, instead of --image"},
 				),
 				Action: func(c *cli.Context) error {
+					if img := c.String("image"); img != "" {
+						if params, ok, err := bundleActivation(img, c.String("version")); ok || err != nil {
+							if err != nil {
+								return err
+							}
+							return t.draft(c, params)
+						}
+					}
 					sum, err := imageHash(c.String("image"), c.String("image-sha256"))
 					if err != nil {
 						return err
+					}
+					if c.String("version") == "" {
+						return errors.New("--version is needed (a bundle given with --image carries its own)")
 					}
 					return t.draft(c, &quorum.FirmwareActivationParams{Version: c.String("version"), ImageSHA256: sum})
 				},
@@ -449,4 +461,26 @@ func (t *tool) draft(c *cli.Context, params quorum.Params) error {
 	}
 	t.printf("%sproposal written to %s\n", p.Render(), c.String("out"))
 	return nil
+}
+
+// bundleActivation reads an image bundle's manifest: the proposal names
+// its digest (SHA-256 of the canonical manifest) and version string. ok is
+// false when path is not a bundle.
+func bundleActivation(path, version string) (params *quorum.FirmwareActivationParams, ok bool, err error) {
+	env, err := images.ReadBundleHeader(path)
+	if errors.Is(err, images.ErrMalformed) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := images.DecodeManifest(env.Manifest)
+	if err != nil {
+		return nil, true, fmt.Errorf("%s: %w", path, err)
+	}
+	if version != "" && version != m.VersionString {
+		return nil, true, fmt.Errorf("--version %q is not the bundle's version %q", version, m.VersionString)
+	}
+	d := images.ManifestDigest(env.Manifest)
+	return &quorum.FirmwareActivationParams{Version: m.VersionString, ImageSHA256: d[:]}, true, nil
 }

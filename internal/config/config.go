@@ -65,6 +65,18 @@ type Config struct {
 	// (docs/quorum.md). `hsmgate quorum init` installs it with the first
 	// quorum set; proposals must name this cluster and target.
 	Quorum *Quorum `toml:"quorum,omitempty"`
+
+	// Images is the optional [images] section: signed firmware images
+	// (docs/images.md). Absent means the gateway has no image store, and
+	// the image measured is the PKCS#11 modules.
+	Images *Images `toml:"images,omitempty"`
+}
+
+// Images is the [images] section.
+type Images struct {
+	// Target is this appliance's hardware target: images for another are
+	// refused.
+	Target string `toml:"target"`
 }
 
 // Quorum is the [quorum] section.
@@ -610,6 +622,9 @@ func (c *Config) Validate() error {
 		if c.XKS.FleetSize < 0 {
 			errs = append(errs, fmt.Errorf("xks.fleet_size is %d; it must be positive (or 0 for 1)", c.XKS.FleetSize))
 		}
+	}
+	if c.Images != nil && strings.TrimSpace(c.Images.Target) == "" {
+		errs = append(errs, errors.New("images.target is required in an [images] section: the hardware target images must be built for"))
 	}
 	if p.SessionsPerSlot < 0 {
 		errs = append(errs, fmt.Errorf("pool.sessions_per_slot is %d; it must be positive (or 0 for the default)", p.SessionsPerSlot))
