@@ -47,12 +47,12 @@ type TrustedKey struct {
 
 // The PublicKey inside a TrustedKey encodes as [scheme, key].
 func (k PublicKey) MarshalCBOR() ([]byte, error) {
-	return encMode.Marshal(keyWire{Scheme: k.Scheme, Key: k.Key})
+	return codec.Marshal(keyWire{Scheme: k.Scheme, Key: k.Key})
 }
 
 func (k *PublicKey) UnmarshalCBOR(data []byte) error {
 	var w keyWire
-	if err := decMode.Unmarshal(data, &w); err != nil {
+	if err := codec.Decode(data, &w); err != nil {
 		return err
 	}
 	k.Scheme, k.Key = w.Scheme, w.Key

@@ -243,21 +243,7 @@ func GenerateOfficerKey(name string) (*OfficerKey, error) {
 	if s.Ed25519Seed, err = randomBytes(ed25519.SeedSize); err != nil {
 		return nil, err
 	}
-	if s.MLDSA65Seed, err = randomBytes(mldsa65.SeedSize); err != nil {
-		return nil, err
-	}
-	_, xsk, err := KEMX25519.Scheme().GenerateKeyPair()
-	if err != nil {
-		return nil, err
-	}
-	if s.X25519, err = xsk.MarshalBinary(); err != nil {
-		return nil, err
-	}
-	_, xwsk, err := KEMXWing.Scheme().GenerateKeyPair()
-	if err != nil {
-		return nil, err
-	}
-	if s.XWing, err = xwsk.MarshalBinary(); err != nil {
+	if s.MLDSA65Seed, s.X25519, s.XWing, err = newSoftwareSecrets(); err != nil {
 		return nil, err
 	}
 	return s.key()
@@ -357,6 +343,29 @@ func (k *OfficerKey) Sign(msg []byte) ([]byte, error) {
 // Verify checks sig over msg with k's public key.
 func (k *OfficerKey) Verify(msg, sig []byte) error { return k.public.VerifySignature(msg, sig) }
 
+// newSoftwareSecrets draws the secrets every officer key holds in its key
+// file: the ML-DSA-65 seed and the two HPKE private keys.
+func newSoftwareSecrets() (mlSeed, x25519, xwing []byte, err error) {
+	if mlSeed, err = randomBytes(mldsa65.SeedSize); err != nil {
+		return nil, nil, nil, err
+	}
+	_, xsk, err := KEMX25519.Scheme().GenerateKeyPair()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if x25519, err = xsk.MarshalBinary(); err != nil {
+		return nil, nil, nil, err
+	}
+	_, xwsk, err := KEMXWing.Scheme().GenerateKeyPair()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if xwing, err = xwsk.MarshalBinary(); err != nil {
+		return nil, nil, nil, err
+	}
+	return mlSeed, x25519, xwing, nil
+}
+
 func randomBytes(n int) ([]byte, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -365,26 +374,8 @@ func randomBytes(n int) ([]byte, error) {
 	return b, nil
 }
 
-// checkText accepts 1..max bytes of printable ASCII; spaces only when
-// spaces is true, and never leading or trailing. Everything shown to an
-// officer passes through it, so that no control character, escape
-// sequence or look-alike Unicode can dress up a proposal.
+// checkText accepts 1..max bytes of printable ASCII (detcbor.CheckText):
+// everything shown to an officer passes through it.
 func checkText(what, s string, max int, spaces bool) error {
-	if len(s) == 0 || len(s) > max {
-		return fmt.Errorf("quorum: %s must be 1 to %d bytes, got %d", what, max, len(s))
-	}
-	allowed := "printable ASCII without spaces"
-	if spaces {
-		allowed = "printable ASCII (spaces only inside)"
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == ' ' && spaces && i != 0 && i != len(s)-1 {
-			continue
-		}
-		if c < 0x21 || c > 0x7e {
-			return fmt.Errorf("quorum: %s %q: only %s is allowed", what, s, allowed)
-		}
-	}
-	return nil
+	return codec.CheckText(what, s, max, spaces)
 }

@@ -115,7 +115,7 @@ func TestProposalRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		change(&w)
-		b, err := encMode.Marshal(w)
+		b, err := marshal(w)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-
-	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 )
 
 // Officer keys whose Ed25519 half is held in a PKCS#11 token (a smart
@@ -84,21 +82,7 @@ func GenerateTokenOfficerKey(name string, ref TokenRef, signer crypto.Signer) (*
 	}
 	s := officerTokenSecret{Tag: tagOfficerTokenSecret, Name: name, Ed25519: pub, Token: ref}
 	var err error
-	if s.MLDSA65Seed, err = randomBytes(mldsa65.SeedSize); err != nil {
-		return nil, err
-	}
-	_, xsk, err := KEMX25519.Scheme().GenerateKeyPair()
-	if err != nil {
-		return nil, err
-	}
-	if s.X25519, err = xsk.MarshalBinary(); err != nil {
-		return nil, err
-	}
-	_, xwsk, err := KEMXWing.Scheme().GenerateKeyPair()
-	if err != nil {
-		return nil, err
-	}
-	if s.XWing, err = xwsk.MarshalBinary(); err != nil {
+	if s.MLDSA65Seed, s.X25519, s.XWing, err = newSoftwareSecrets(); err != nil {
 		return nil, err
 	}
 	k, err := s.key()
