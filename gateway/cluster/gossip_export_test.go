@@ -1,0 +1,5 @@
+package cluster
+
+// TuneForTests shortens memberlist's intervals for loopback tests of other
+// test packages (cluster_test).
+func TuneForTests(c *GossipConfig) { c.tune = testTune }
