@@ -78,15 +78,17 @@ func (g *Gateway) auditEvent(ctx context.Context, op, principal, keyID string, v
 }
 
 // scheduleLoop runs RotateDue, DeleteDue and ExpireDue at start and every
-// ScheduleCheckEvery until ctx ends.
+// ScheduleCheckEvery until ctx ends, each time Config.RunSchedule allows.
 func (g *Gateway) scheduleLoop(ctx context.Context) {
 	t := time.NewTicker(ScheduleCheckEvery)
 	defer t.Stop()
 	for {
-		now := g.now()
-		g.RotateDue(ctx, now)
-		g.DeleteDue(ctx, now)
-		g.ExpireDue(ctx, now)
+		if g.cfg.RunSchedule == nil || g.cfg.RunSchedule() {
+			now := g.now()
+			g.RotateDue(ctx, now)
+			g.DeleteDue(ctx, now)
+			g.ExpireDue(ctx, now)
+		}
 		select {
 		case <-ctx.Done():
 			return

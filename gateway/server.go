@@ -78,6 +78,10 @@ type Config struct {
 	// measured this boot, and makes /readyz follow its Check
 	// (attestation.go; docs/attestation.md).
 	Attestation *AttestationOptions
+	// RunSchedule, when set, gates the rotation and deletion scheduler:
+	// each scheduled check runs only while it returns true (in a cluster,
+	// while this node is the raft leader). Nil runs every check.
+	RunSchedule func() bool
 	// Images, when set, serves the firmware image operations and runs
 	// approved activations (images.go).
 	Images *ImageService

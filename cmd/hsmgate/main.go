@@ -110,6 +110,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			quorumCommand(),
+			clusterCommand(),
 			{
 				Name: "principal",
 				Usage: "manage principals, their access keys and client certificates: on the keystore while the gateway is stopped, " +

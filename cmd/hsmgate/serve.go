@@ -108,6 +108,19 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	if sts := pool.Status(); pool.Healthy() < len(sts) {
 		log.Warn("serving with slots out of service", "healthy", pool.Healthy(), "slots", len(sts), "unhealthy", describeUnhealthy(sts))
 	}
+	// With [cluster], the keystore is replicated through raft, and only the
+	// leader runs the rotation and deletion scheduler (cluster.go).
+	raftNode, err := startReplication(ctx, cfg, store, log, clusterCatchUpWait)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if raftNode != nil {
+		defer func() {
+			if cerr := raftNode.Shutdown(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("serve: stop the replicated keystore: %w", cerr))
+			}
+		}()
+	}
 
 	// Every request is recorded, durably, before it is answered.
 	auditLog, err := gateway.OpenAudit(ctx, pool, store, dataDir)
@@ -139,6 +152,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		XKS:            xksOptions(cfg),
 		Attestation:    attestation,
 		Images:         imgSvc,
+		RunSchedule:    leaderOnly(raftNode),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

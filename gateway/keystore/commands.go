@@ -1,7 +1,9 @@
 package keystore
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -80,31 +82,79 @@ func Decode(b []byte) (Command, error) {
 }
 
 // Apply makes the change c durable and visible. It is the only way the
-// store changes.
-func (s *Store) Apply(c Command) error {
+// store changes. With a [Replicator] set, it goes through it; without one,
+// a replica (see [Store.MarkReplica]) refuses (ErrUnavailable).
+func (s *Store) Apply(c Command) error { return s.ApplyContext(context.Background(), c) }
+
+// ApplyContext is Apply with a context that bounds how long a replicated
+// write may wait (the replicator adds its own bound).
+func (s *Store) ApplyContext(ctx context.Context, c Command) error {
 	b, err := Encode(c)
 	if err != nil {
 		return err
 	}
+	if box := s.replicator.Load(); box != nil {
+		return box.r.Replicate(ctx, b)
+	}
+	if replica, err := s.Replica(); err == nil && replica {
+		// A change here alone would make this node differ from the others.
+		return fmt.Errorf("%w: this keystore is a cluster node's replica: change it through a running node of the cluster", ErrUnavailable)
+	}
 	return s.ApplyBytes(b)
 }
 
-// ApplyBytes applies an encoded command: the entry point for a replicated
-// log. Either the whole change commits and is then published, or nothing
+// Replicator carries encoded commands through a consensus log. Replicate
+// returns once the command is committed and applied to this store (every
+// node's log applies it with [Store.ApplyLogEntry]), with the error that
+// applying it returned (ErrNotFound, ErrAlreadyExists, …), or an error
+// matching ErrUnavailable when the log can't take writes now.
+type Replicator interface {
+	Replicate(ctx context.Context, cmd []byte) error
+}
+
+// ErrUnavailable is what a replicated store's writes fail with while the
+// store can't take writes (a node cut off from its cluster's majority);
+// reads keep working.
+var ErrUnavailable = errors.New("keystore writes unavailable")
+
+type replicatorBox struct{ r Replicator }
+
+// SetReplicator makes Apply go through r. With nil, Apply is local again,
+// unless the store is a replica.
+func (s *Store) SetReplicator(r Replicator) {
+	if r == nil {
+		s.replicator.Store(nil)
+		return
+	}
+	s.replicator.Store(&replicatorBox{r})
+}
+
+// ApplyBytes applies an encoded command here, not through a replicator.
+// Either the whole change commits and is then published, or nothing
 // changes.
-func (s *Store) ApplyBytes(b []byte) error {
+func (s *Store) ApplyBytes(b []byte) error { return s.applyBytes(b, 0) }
+
+// applyBytes applies an encoded command. index, when not 0, is the
+// command's position in a replicated log: it is recorded with the change,
+// and a command at or before the recorded position was already applied and
+// is skipped (snapshot.go).
+func (s *Store) applyBytes(b []byte, index uint64) error {
 	c, err := Decode(b)
 	if err != nil {
 		return err
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if index != 0 && s.appliedBefore(index) {
+		return nil
+	}
 	t := &txn{s: s, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}, grants: map[string]*Grant{}}
 	if err := c.apply(t); err != nil {
 		return err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		return errJoin(
+			markApplied(tx, index),
 			write(tx, bucketKeys, t.keys),
 			write(tx, bucketAliases, t.aliases),
 			write(tx, bucketPrincipals, t.principals),

@@ -7,10 +7,11 @@
 // # State machine
 //
 // Every change is a [Command], encoded to bytes and applied by one function,
-// [Store.Apply]. Today the bytes go straight to the embedded bbolt database
-// in the data folder; replication (the cluster issue) will ship the same
-// bytes through a consensus log to every node's Apply, so the logic of a
-// change lives in exactly one place.
+// [Store.Apply]. A single gateway applies the bytes to the embedded bbolt
+// database in the data folder; in a cluster a [Replicator] (gateway/cluster's
+// raft node) ships the same bytes through a consensus log to every node's
+// [Store.ApplyLogEntry], so the logic of a change lives in exactly one place.
+// Snapshots and restore (snapshot.go) copy the whole store.
 //
 // Reads are served from memory: the store loads everything at open and
 // publishes immutable snapshots of each record after every committed
@@ -24,6 +25,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -249,7 +251,10 @@ type Store struct {
 	grants     map[string]*Grant
 	keyGrants  map[string][]*Grant // by key id, rebuilt when grants change
 	xksKeys    map[string]string   // xksIndex(store, external id) -> key id
-	applyMu    sync.Mutex          // one Apply at a time
+	applyMu    sync.Mutex          // one Apply (or Restore) at a time
+
+	// replicator, when set, takes every Apply (commands.go).
+	replicator atomic.Pointer[replicatorBox]
 }
 
 // Open opens (creating if needed) the store in file path.
@@ -258,7 +263,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open keystore %s: %w", path, err)
 	}
-	s := &Store{db: db, keys: map[string]*Key{}, aliases: map[string]*Alias{}, principals: map[string]*Principal{}, accessKeys: map[string]*AccessKey{}, grants: map[string]*Grant{}}
+	s := &Store{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -268,20 +273,13 @@ func Open(path string) (*Store, error) {
 		return nil
 	})
 	if err == nil {
-		err = db.View(func(tx *bolt.Tx) error {
-			return errors.Join(
-				load(tx, bucketKeys, s.keys),
-				load(tx, bucketAliases, s.aliases),
-				load(tx, bucketPrincipals, s.principals),
-				load(tx, bucketAccessKeys, s.accessKeys),
-				load(tx, bucketGrants, s.grants))
+		var st *state
+		err = db.View(func(tx *bolt.Tx) (err error) {
+			st, err = loadState(tx) // snapshot.go
+			return err
 		})
-		s.indexGrants()
-		s.xksKeys = map[string]string{}
-		for id, k := range s.keys {
-			if k.XKS != nil {
-				s.xksKeys[xksIndex(k.XKS.Store, k.XKS.ExternalID)] = id
-			}
+		if err == nil {
+			s.install(st)
 		}
 	}
 	if err != nil {

@@ -101,6 +101,10 @@ func toAPI(err error) *Error {
 		return Errorf(ExDependencyTimeout, "The HSM pool did not answer in time.")
 	case errors.Is(err, hsmpool.ErrInvalidKeyBlob):
 		return Errorf(ExInternal, "The key's stored material could not be used.")
+	case errors.Is(err, keystore.ErrUnavailable):
+		// A replicated keystore that can't commit a change now (a node cut
+		// off from its cluster's majority): retryable, and it says why.
+		return Errorf(ExDependencyTimeout, "%s", inputDetail(err))
 	case errors.Is(err, keystore.ErrNotFound):
 		return Errorf(ExNotFound, "%s", inputDetail(err))
 	case errors.Is(err, keystore.ErrAlreadyExists):

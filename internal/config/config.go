@@ -70,6 +70,11 @@ type Config struct {
 	// (docs/images.md). Absent means the gateway has no image store, and
 	// the image measured is the PKCS#11 modules.
 	Images *Images `toml:"images,omitempty"`
+
+	// Cluster is the optional [cluster] section: this gateway as a node of
+	// a cluster (cluster.go; docs/cluster.md). Absent means a single
+	// gateway.
+	Cluster *Cluster `toml:"cluster,omitempty"`
 }
 
 // Images is the [images] section.
@@ -604,6 +609,9 @@ func (c *Config) Validate() error {
 	if c.Attest != nil {
 		errs = append(errs, c.Attest.validate()...)
 		attestOn = c.Attest.Mode != "" && c.Attest.Mode != AttestOff
+	}
+	if c.Cluster != nil {
+		errs = append(errs, c.Cluster.validate()...)
 	}
 	if c.XKS != nil {
 		names := map[string]bool{}
