@@ -179,8 +179,8 @@ func (f *Failover) Wrap(next http.Handler) http.Handler {
 }
 
 func (f *Failover) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	// Never forward twice, only what may be forwarded, only when needed.
-	if len(r.Header.Values(FailoverForwardedHeader)) > 0 || !f.cfg.Forwardable(r) || f.cfg.LocalHealthy() {
+	// Never forward twice, only what may be forwarded.
+	if len(r.Header.Values(FailoverForwardedHeader)) > 0 || !f.cfg.Forwardable(r) {
 		next.ServeHTTP(w, r)
 		return
 	}
@@ -193,13 +193,6 @@ func (f *Failover) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 		}
 		principal = p
 	}
-	peers := f.cfg.Gossip.PickPeers(true)
-	if len(peers) == 0 {
-		f.failed.Add(1)
-		f.log.Warn("no healthy HSM slot here and no healthy peer to forward to", "target", r.Header.Get("X-Amz-Target"))
-		next.ServeHTTP(w, r)
-		return
-	}
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}
@@ -209,6 +202,40 @@ func (f *Failover) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		next.ServeHTTP(w, r)
 		return
+	}
+	if f.cfg.LocalHealthy() {
+		// Served here, unless the pool fails under this very request (an
+		// HSM that dies mid-call answers 503 and leaves no healthy slot):
+		// then the answer is held back and a peer answers instead.
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		hw := &holdWriter{w: w, header: http.Header{}, hold: func(status int) bool {
+			return status == http.StatusServiceUnavailable && !f.cfg.LocalHealthy()
+		}}
+		next.ServeHTTP(hw, r)
+		if !hw.held {
+			return
+		}
+		if f.forward(w, r, body, principal) {
+			return
+		}
+		hw.replay()
+		return
+	}
+	if f.forward(w, r, body, principal) {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	next.ServeHTTP(w, r)
+}
+
+// forward sends the request to healthy peers (same zone first) until one
+// answers, and copies that answer to w. It reports whether one did.
+func (f *Failover) forward(w http.ResponseWriter, r *http.Request, body []byte, principal string) bool {
+	peers := f.cfg.Gossip.PickPeers(true)
+	if len(peers) == 0 {
+		f.failed.Add(1)
+		f.log.Warn("no healthy HSM slot here and no healthy peer to forward to", "target", r.Header.Get("X-Amz-Target"))
+		return false
 	}
 	attempts := 0
 	for _, p := range peers {
@@ -229,12 +256,65 @@ func (f *Failover) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 		f.forwarded.Add(1)
 		f.log.Debug("forwarded a request: no healthy HSM slot here", "peer", p.ID, "target", r.Header.Get("X-Amz-Target"), "status", resp.StatusCode)
 		copyFailoverResponse(w, resp)
-		return
+		return true
 	}
 	f.failed.Add(1)
 	f.log.Warn("no healthy HSM slot here and no peer could take the request", "tried", attempts, "candidates", len(peers))
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	next.ServeHTTP(w, r)
+	return false
+}
+
+// holdWriter passes a response through to w, unless hold says, when the
+// status is written, to hold it back (kept for replay).
+type holdWriter struct {
+	w      http.ResponseWriter
+	header http.Header
+	hold   func(status int) bool
+	status int
+	held   bool
+	buf    bytes.Buffer
+}
+
+func (h *holdWriter) Header() http.Header {
+	if h.status != 0 && !h.held {
+		return h.w.Header()
+	}
+	return h.header
+}
+
+func (h *holdWriter) WriteHeader(status int) {
+	if h.status != 0 {
+		return
+	}
+	h.status = status
+	if h.hold(status) {
+		h.held = true
+		return
+	}
+	dst := h.w.Header()
+	for k, v := range h.header {
+		dst[k] = v
+	}
+	h.w.WriteHeader(status)
+}
+
+func (h *holdWriter) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.WriteHeader(http.StatusOK)
+	}
+	if h.held {
+		return h.buf.Write(b)
+	}
+	return h.w.Write(b)
+}
+
+// replay writes the held response.
+func (h *holdWriter) replay() {
+	dst := h.w.Header()
+	for k, v := range h.header {
+		dst[k] = v
+	}
+	h.w.WriteHeader(h.status)
+	h.w.Write(h.buf.Bytes())
 }
 
 // certificatePrincipal is the principal of a client that authenticated

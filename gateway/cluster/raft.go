@@ -575,6 +575,11 @@ func (n *RaftNode) seed(ctx context.Context) error {
 	if err := n.WaitForLeader(ctx); err != nil {
 		return fmt.Errorf("cluster: seed the new cluster with the keystore: %w", err)
 	}
+	// raft restores a snapshot only once the bootstrap configuration entry
+	// is applied: wait for everything before this point to be.
+	if err := n.raft.Barrier(time.Until(deadlineOf(ctx, n.cfg.WriteTimeout))).Error(); err != nil {
+		return fmt.Errorf("cluster: seed the new cluster with the keystore: %w", err)
+	}
 	// Through a file: the store's snapshot must be closed before raft
 	// restores it into the same store (an open read transaction would
 	// keep the restore from growing the database).

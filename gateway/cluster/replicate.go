@@ -174,3 +174,27 @@ func (n *RaftNode) reachability(ctx context.Context) raftReach {
 	n.reach = r
 	return r
 }
+
+// CatchUp waits, within ctx, until this node has applied every entry the
+// leader had committed when asked: a read barrier. A follower calls it
+// before it answers that something does not exist, so that a key made
+// through another node a moment ago is found here too (keystore.Store's
+// miss hook). On the leader, or without a reachable leader, it returns at
+// once: a node cut off answers from what it holds.
+func (n *RaftNode) CatchUp(ctx context.Context) error {
+	if n.IsLeader() {
+		return nil
+	}
+	_, addr := n.Leader()
+	if addr == "" {
+		return nil
+	}
+	var st RaftStatus
+	if err := n.apiClient.get(ctx, addr, "/v1/status", &st); err != nil {
+		return err
+	}
+	if !n.fsm.waitApplied(ctx, st.CommitIndex, n.raft.AppliedIndex) {
+		return ctx.Err()
+	}
+	return nil
+}

@@ -117,6 +117,25 @@ type Replicator interface {
 // reads keep working.
 var ErrUnavailable = errors.New("keystore writes unavailable")
 
+// CatchUpper is a Replicator that can also wait until this store holds
+// every change the cluster has committed (a read barrier).
+type CatchUpper interface {
+	CatchUp(ctx context.Context) error
+}
+
+// CatchUp waits (within ctx) until a replicated store holds every change
+// its cluster had committed, and reports whether it did: a reader that
+// missed a record calls it before it answers "not found", and looks again
+// when it returns true. Without a replicator it returns false at once.
+func (s *Store) CatchUp(ctx context.Context) bool {
+	b := s.replicator.Load()
+	if b == nil {
+		return false
+	}
+	c, ok := b.r.(CatchUpper)
+	return ok && c.CatchUp(ctx) == nil
+}
+
 type replicatorBox struct{ r Replicator }
 
 // SetReplicator makes Apply go through r. With nil, Apply is local again,

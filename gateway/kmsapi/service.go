@@ -219,6 +219,19 @@ func (s *Service) Do(ctx context.Context, c Caller, target string, body []byte, 
 	return out, nil
 }
 
+// catchUpWait bounds how long a miss waits for a clustered keystore to
+// catch up with its leader.
+const catchUpWait = 2 * time.Second
+
+// catchUp, on a clustered keystore, waits until this node holds every
+// change the cluster committed, so that a key made through another node a
+// moment ago is found; it reports whether looking again may help.
+func (s *Service) catchUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, catchUpWait)
+	defer cancel()
+	return s.Store.CatchUp(ctx)
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
@@ -274,6 +287,9 @@ func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, err
 	}
 	if strings.HasPrefix(ref, "alias/") {
 		a, err := s.Store.Alias(ref)
+		if err != nil && s.catchUp(ctx) {
+			a, err = s.Store.Alias(ref)
+		}
 		if err != nil {
 			if a, err = s.managedAlias(ctx, ref); err != nil {
 				return nil, err
@@ -283,6 +299,9 @@ func (s *Service) resolve(ctx context.Context, keyID string) (*keystore.Key, err
 		ref = a.KeyID
 	}
 	k, err := s.Store.Key(ref)
+	if err != nil && s.catchUp(ctx) {
+		k, err = s.Store.Key(ref)
+	}
 	if err != nil {
 		return nil, Errorf(ExNotFound, "Key '%s' does not exist.", s.KeyARN(truncate(ref, 64)))
 	}
