@@ -39,6 +39,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: runPool,
 			},
 			{
+				Name:   "cluster",
+				Usage:  "how throughput scales from node 1 alone to all N nodes of a cluster (--endpoint per node), and control-plane write latency",
+				Flags:  clusterFlags(),
+				Action: runCluster,
+			},
+			{
 				Name:   "compare",
 				Usage:  "the same workload on two targets in interleaved rounds, and the ratio of every metric",
 				Flags:  compareFlags(),
