@@ -85,6 +85,22 @@ type Config struct {
 	// Images, when set, serves the firmware image operations and runs
 	// approved activations (images.go).
 	Images *ImageService
+	// Wrap, when set, wraps the gateway's handler (in a cluster: load
+	// metering and failover to peers, package cluster).
+	Wrap func(http.Handler) http.Handler
+	// ClusterStatus, when set, is served on GET /cluster to admins.
+	ClusterStatus http.Handler
+	// Fleet, when set, reports the cluster as this node sees it: its
+	// members and which can take requests (gossip). /readyz and the XKS
+	// health response include it.
+	Fleet func() []FleetMember
+}
+
+// FleetMember is one other node of the cluster, for health reports.
+type FleetMember struct {
+	ID     string
+	Zone   string
+	Usable bool // alive, with a healthy HSM slot (and, if required, attested)
 }
 
 // Gateway serves the API. Create it with New.
@@ -136,6 +152,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
 	g.mux.Handle("GET /metrics", g.metrics.handler())
 	g.mux.HandleFunc("GET /attestation", g.serveAttestation)
+	if cfg.ClusterStatus != nil {
+		g.mux.Handle("GET /cluster", g.adminOnly(cfg.ClusterStatus))
+	}
 	if err := g.setupAttestation(); err != nil {
 		return nil, err
 	}
@@ -154,10 +173,44 @@ func (g *Gateway) Identities() *Identities { return g.identities }
 
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler {
+	var h http.Handler = g.mux
 	if g.xks != nil {
-		return http.HandlerFunc(g.serveAll)
+		h = http.HandlerFunc(g.serveAll)
 	}
-	return g.mux
+	if g.cfg.Wrap != nil {
+		h = g.cfg.Wrap(h)
+	}
+	return h
+}
+
+// adminOnly serves h to authenticated admins, and refuses anyone else.
+func (g *Gateway) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, apiErr := g.authenticate(r, nil)
+		if apiErr == nil && !c.Admin {
+			apiErr = kmsapi.Errorf(kmsapi.ExAccessDenied, "Only administrators may read the cluster's state.")
+		}
+		if apiErr != nil {
+			writeJSONError(w, apiErr)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fleetSummary is "; cluster: U of N other nodes usable", or "".
+func (g *Gateway) fleetSummary() string {
+	if g.cfg.Fleet == nil {
+		return ""
+	}
+	members := g.cfg.Fleet()
+	usable := 0
+	for _, m := range members {
+		if m.Usable {
+			usable++
+		}
+	}
+	return fmt.Sprintf("; cluster: %d of %d other nodes usable", usable, len(members))
 }
 
 func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
@@ -166,10 +219,13 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	if n := g.cfg.Pool.Healthy(); n > 0 {
-		fmt.Fprintf(w, "ready: %d healthy HSM slots\n", n)
+		fmt.Fprintf(w, "ready: %d healthy HSM slots%s\n", n, g.fleetSummary())
 		return
 	}
-	http.Error(w, "not ready: no healthy HSM slot", http.StatusServiceUnavailable)
+	// Without a healthy slot the node completes no new TLS handshake (its
+	// TLS key is in the pool): it is not ready, even if peers could answer
+	// its requests (docs/cluster.md).
+	http.Error(w, "not ready: no healthy HSM slot"+g.fleetSummary(), http.StatusServiceUnavailable)
 }
 
 func (g *Gateway) serveKMS(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,15 @@ func (g *Gateway) newXKS(o *XKSOptions) (*xks.Handler, error) {
 		Pool: g.cfg.Pool, Now: g.cfg.Now, Log: g.log, Timeout: o.Timeout, FleetSize: o.FleetSize,
 		Audit: g.auditXKS,
 	}
+	if g.cfg.Fleet != nil {
+		h.Fleet = func() []xks.FleetNode {
+			var out []xks.FleetNode
+			for _, m := range g.cfg.Fleet() {
+				out = append(out, xks.FleetNode{ID: m.ID, Usable: m.Usable})
+			}
+			return out
+		}
+	}
 	for _, st := range o.Stores {
 		name := st.Name
 		h.Stores = append(h.Stores, &xks.Store{

@@ -48,6 +48,23 @@ func newClusterTestCA(t *testing.T) *clusterTestCA {
 func (ca *clusterTestCA) writeNode(t *testing.T, id, addr string, join []string) string {
 	t.Helper()
 	dir := t.TempDir()
+	ca.writeCerts(t, dir, id)
+	cfg := &config.Config{Dir: dir,
+		Pool: config.Pool{Modules: []config.Module{{Path: "/nonexistent/module.so", PINFile: "pin"}}},
+		Cluster: &config.Cluster{NodeID: id, RaftAddress: addr, RaftJoin: join,
+			TLSCA: "ca.pem", TLSCert: "node.pem", TLSKey: "node.key", TLSClientCert: "client.pem", TLSClientKey: "client.key"},
+	}
+	if err := cfg.Write(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// writeCerts writes node id's cluster TLS material into dir: ca.pem, a
+// server certificate for 127.0.0.1 (node.pem), a client certificate
+// naming principal "node.<id>" (client.pem) and their keys (0600).
+func (ca *clusterTestCA) writeCerts(t *testing.T, dir, id string) {
+	t.Helper()
 	write := func(name string, b []byte, mode os.FileMode) {
 		if err := os.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
 			t.Fatal(err)
@@ -77,15 +94,6 @@ func (ca *clusterTestCA) writeNode(t *testing.T, id, addr string, join []string)
 		write(name+".key", kp, 0o600)
 	}
 	write("ca.pem", ca.pem, 0o644)
-	cfg := &config.Config{Dir: dir,
-		Pool: config.Pool{Modules: []config.Module{{Path: "/nonexistent/module.so", PINFile: "pin"}}},
-		Cluster: &config.Cluster{NodeID: id, RaftAddress: addr, RaftJoin: join,
-			TLSCA: "ca.pem", TLSCert: "node.pem", TLSKey: "node.key", TLSClientCert: "client.pem", TLSClientKey: "client.key"},
-	}
-	if err := cfg.Write(); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // startClusterTestNode runs node id's raft in this process, with the TLS

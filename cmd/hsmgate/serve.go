@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 
 	"github.com/hsmgate/hsmgate/gateway"
+	"github.com/hsmgate/hsmgate/gateway/cluster"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
 )
@@ -136,6 +138,18 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	if err != nil {
 		return fmt.Errorf("serve: TLS: %w", err)
 	}
+	// With [cluster] gossip: membership, health and failover to peers.
+	gossip, err := startGossip(cfg, opts, pool, boot, log)
+	if err != nil {
+		return fmt.Errorf("serve: cluster gossip: %w", err)
+	}
+	var wrap func(http.Handler) http.Handler
+	var fleet func() []gateway.FleetMember
+	var clusterStatus http.Handler
+	if gossip != nil {
+		defer gossip.close()
+		wrap, fleet, clusterStatus = gossip.wrap, gossip.fleet, cluster.StatusHandler(gossip.gossip)
+	}
 	var attestation *gateway.AttestationOptions
 	if boot != nil {
 		attestation = boot.options(cert.Leaf)
@@ -153,6 +167,9 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		Attestation:    attestation,
 		Images:         imgSvc,
 		RunSchedule:    leaderOnly(raftNode),
+		Wrap:           wrap,
+		Fleet:          fleet,
+		ClusterStatus:  clusterStatus,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

@@ -376,6 +376,20 @@ func (h *Handler) health(ctx context.Context) ([]byte, *Error) {
 	if resp.EKMVendor == "" {
 		resp.EKMVendor = or(strings.Join(models, ", "), "PKCS#11")
 	}
+	if h.Fleet != nil {
+		peers := h.Fleet()
+		resp.FleetSize = max(resp.FleetSize, 1+len(peers))
+		for _, p := range peers {
+			if len(resp.FleetDetails) == maxFleetDetails {
+				break
+			}
+			status := HealthUnavailable
+			if p.Usable {
+				status = HealthActive
+			}
+			resp.FleetDetails = append(resp.FleetDetails, fleetDetail{ID: printableASCII("node "+p.ID, 128), Model: "hsmgate gateway", HealthStatus: status})
+		}
+	}
 	return marshal(resp)
 }
 

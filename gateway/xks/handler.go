@@ -202,6 +202,10 @@ type Handler struct {
 	// FleetSize is the number of proxies (gateway instances) serving these
 	// stores, for GetHealthStatus's xksProxyFleetSize; zero means 1.
 	FleetSize int
+	// Fleet, when set, lists the other gateways of a cluster: they count
+	// in xksProxyFleetSize, and each is reported in ekmFleetDetails as
+	// "node <id>" (ACTIVE when it can take requests, else UNAVAILABLE).
+	Fleet func() []FleetNode
 	// Vendor names for GetHealthStatus: the proxy's (xksProxyVendor,
 	// xksProxyModel) and the HSMs' (ekmVendor). Empty means "hsmgate",
 	// "hsmgate XKS proxy" and the slots' token models.
@@ -799,4 +803,10 @@ func newRequestID() string {
 	b[8] = b[8]&0x3f | 0x80
 	s := hex.EncodeToString(b[:])
 	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+}
+
+// FleetNode is another gateway of the cluster, for GetHealthStatus.
+type FleetNode struct {
+	ID     string
+	Usable bool
 }

@@ -168,6 +168,27 @@ func (f *fixture) testHealth(t *testing.T) {
 	if f.authz.Load() != before {
 		t.Errorf("GetHealthStatus went through secondary authorization")
 	}
+
+	// In a cluster, the other gateways count in the fleet and are listed.
+	f.h.Fleet = func() []xks.FleetNode {
+		return []xks.FleetNode{{ID: "n2", Usable: true}, {ID: "n3"}, {ID: "n4", Usable: true}}
+	}
+	defer func() { f.h.Fleet = nil }()
+	r = f.client().post(t, mainPath+"/health", healthBody())
+	wantOK(t, r)
+	h.Details = nil
+	if err := json.Unmarshal(r.Body, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.FleetSize != 4 || len(h.Details) != len(st)+3 {
+		t.Fatalf("health with a fleet: %s", r.Body)
+	}
+	for i, want := range []string{"ACTIVE", "UNAVAILABLE", "ACTIVE"} {
+		d := h.Details[len(st)+i]
+		if d.ID != fmt.Sprintf("node n%d", i+2) || d.HealthStatus != want {
+			t.Errorf("fleet peer %d = %+v, want %s", i, d, want)
+		}
+	}
 	// The health check of a store without a prefix, and GET's 405.
 	wantOK(t, newClient(f.srv, f.other).post(t, rootPath+"/health", healthBody()))
 	if r := f.client().do(t, http.MethodGet, mainPath+"/health", nil); r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != "POST" {

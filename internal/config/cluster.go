@@ -69,6 +69,23 @@ type Cluster struct {
 	// Label names the cluster on the wire: gossip from a pool with another
 	// label is refused, so two clusters never merge.
 	Label string `toml:"label,omitempty"`
+
+	// APIAdvertise is the KMS API address (host:port) peers forward
+	// requests to; default gateway.listen when that names a host. The
+	// gateway's server certificate must cover its host.
+	APIAdvertise string `toml:"api_advertise,omitempty"`
+	// APIClientCert and APIClientKey are the client certificate (issued by
+	// the gateway's CA to a non-admin principal: hsmgate principal
+	// issue-cert) this node presents when it forwards requests to peers or
+	// asks them for attestation. Without them, failover is off.
+	APIClientCert string `toml:"api_client_cert,omitempty"`
+	APIClientKey  string `toml:"api_client_key,omitempty"`
+	// RequireAttestation forwards only to peers whose TPM attestation
+	// verified (attest.VerifyGateway) against PeerEnrollments (a folder of
+	// <node_id>.json enrollment records) and GoldenPolicy.
+	RequireAttestation bool   `toml:"require_attestation,omitempty"`
+	PeerEnrollments    string `toml:"peer_enrollments,omitempty"`
+	GoldenPolicy       string `toml:"golden_policy,omitempty"`
 }
 
 // DefaultRaftDir is [cluster] raft_dir's default, relative to the data
@@ -86,6 +103,9 @@ type ClusterOptions struct {
 	TLSCA, TLSCert, TLSKey, TLSClientCert, TLSClientKey string
 	GossipAddress, GossipAdvertise, GossipKeys, Label   string
 	Join                                                []string // gossip addresses
+	APIAdvertise, APIClientCert, APIClientKey           string
+	RequireAttestation                                  bool
+	PeerEnrollments, GoldenPolicy                       string
 }
 
 // ClusterOptions returns the [cluster] section with the defaults applied,
@@ -109,6 +129,8 @@ func (c *Config) ClusterOptions() (ClusterOptions, bool, error) {
 		GossipAddress: k.GossipAddress, GossipAdvertise: k.GossipAdvertise,
 		Join:       append([]string(nil), k.Join...),
 		GossipKeys: c.resolve(k.GossipKeys), Label: k.Label,
+		APIAdvertise: k.APIAdvertise, APIClientCert: c.resolve(k.APIClientCert), APIClientKey: c.resolve(k.APIClientKey),
+		RequireAttestation: k.RequireAttestation, PeerEnrollments: c.resolve(k.PeerEnrollments), GoldenPolicy: c.resolve(k.GoldenPolicy),
 	}, true, nil
 }
 
@@ -192,6 +214,20 @@ func (k *Cluster) validate() []error {
 		if err := checkPeerAddress(j); err != nil {
 			errs = append(errs, fmt.Errorf("cluster.join[%d]: %w", i, err))
 		}
+	}
+	if k.APIAdvertise != "" {
+		if err := checkPeerAddress(k.APIAdvertise); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.api_advertise: %w", err))
+		}
+	}
+	if (k.APIClientCert == "") != (k.APIClientKey == "") {
+		errs = append(errs, errors.New("cluster: set api_client_cert and api_client_key together, or neither"))
+	}
+	if k.RequireAttestation && (k.PeerEnrollments == "" || k.GoldenPolicy == "" || k.APIClientCert == "") {
+		errs = append(errs, errors.New("cluster.require_attestation needs peer_enrollments, golden_policy and api_client_cert/api_client_key"))
+	}
+	if k.GossipAddress != "" && k.Zone == "" {
+		errs = append(errs, errors.New("cluster.zone is required with gossip_address: peers prefer their own zone"))
 	}
 	if len(k.Label) > 255 { // memberlist's limit
 		errs = append(errs, fmt.Errorf("cluster.label is %d bytes; at most 255", len(k.Label)))
