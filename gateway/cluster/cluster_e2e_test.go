@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/hsmgate/hsmgate/gateway"
@@ -48,7 +50,7 @@ type e2eNode struct {
 
 const e2eRegion = "eu-west-1"
 
-func startE2ECluster(t *testing.T) ([]*e2eNode, *gateway.AdminCredentials, *x509.CertPool) {
+func startE2ECluster(t testing.TB) ([]*e2eNode, *gateway.AdminCredentials, *x509.CertPool) {
 	t.Helper()
 	ctx := context.Background()
 	env := testenv.NewSoftHSM(t, 3)
@@ -184,7 +186,7 @@ func startE2ECluster(t *testing.T) ([]*e2eNode, *gateway.AdminCredentials, *x509
 // memoryServerCert is a server certificate for 127.0.0.1 with its key in
 // memory, from a CA of its own that the test's clients trust (the test's
 // stand-in for a node whose TLS key survives its HSMs).
-func memoryServerCert(t *testing.T) tls.Certificate {
+func memoryServerCert(t testing.TB) tls.Certificate {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca, err := pki.NewCA(caKey, "test in-memory CA", time.Hour, time.Now())
@@ -313,5 +315,83 @@ func TestClusterOfGateways(t *testing.T) {
 	raftWaitFor(t, 30*time.Second, "n3 catches up", func() bool { return cut.raft.hasKey(*other.KeyMetadata.KeyId) })
 	if _, err := clients[2].Encrypt(ctx, &kms.EncryptInput{KeyId: other.KeyMetadata.KeyId, Plaintext: []byte("healed")}); err != nil {
 		t.Fatalf("n3 uses the key made while it was cut off: %v", err)
+	}
+}
+
+// BenchmarkClusterScaling measures, in one run, Encrypt throughput with
+// 8 callers on one node of the three-node cluster against 8 callers on
+// each of the three nodes, and the latency of a control-plane write
+// (TagResource through raft, sent to a follower). Reported as ops/s of
+// each phase, their ratio, and write latency percentiles. All three nodes
+// share this machine's cores, so the ratio measures the software's
+// overhead, not a fleet's capacity (docs/cluster.md).
+//
+//	go test ./gateway/cluster -run '^$' -bench ClusterScaling -benchtime 1x
+func BenchmarkClusterScaling(b *testing.B) {
+	nodes, admin, roots := startE2ECluster(b)
+	ctx := context.Background()
+	clients := make([]*kms.Client, len(nodes))
+	for i, n := range nodes {
+		clients[i] = e2eClient(n.url, roots, admin)
+	}
+	key, err := clients[0].CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const callers = 8
+	window := 3 * time.Second
+	phase := func(targets []*kms.Client) float64 {
+		var ops atomic.Int64
+		var wg sync.WaitGroup
+		deadline := time.Now().Add(window)
+		for _, c := range targets {
+			for range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(deadline) {
+						if _, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: key.KeyMetadata.KeyId, Plaintext: []byte("bench")}); err != nil {
+							b.Error(err)
+							return
+						}
+						ops.Add(1)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		return float64(ops.Load()) / window.Seconds()
+	}
+	b.ResetTimer()
+	for range b.N {
+		one := phase(clients[:1])
+		three := phase(clients)
+		b.ReportMetric(one, "ops/s-1node")
+		b.ReportMetric(three, "ops/s-3nodes")
+		b.ReportMetric(three/one, "scaling")
+		// Control-plane writes, to the leader and to a follower (which
+		// forwards them and waits until it applied them itself).
+		leader := 0
+		for i, n := range nodes {
+			if n.raft.node.IsLeader() {
+				leader = i
+			}
+		}
+		writes := func(c *kms.Client, unit string) {
+			var lat []time.Duration
+			for i := range 30 {
+				start := time.Now()
+				if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: key.KeyMetadata.KeyId,
+					Tags: []types.Tag{{TagKey: aws.String("bench"), TagValue: aws.String(fmt.Sprint(i))}}}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "µs-write-p50-"+unit)
+			b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "µs-write-max-"+unit)
+		}
+		writes(clients[leader], "leader")
+		writes(clients[(leader+1)%len(clients)], "follower")
 	}
 }

@@ -83,7 +83,7 @@ func startNode(t *testing.T, id, zone string, keys [][]byte, edit ...func(*Gossi
 }
 
 // waitFor polls cond until it holds or 30s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

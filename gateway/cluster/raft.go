@@ -279,6 +279,12 @@ func NewRaftNode(cfg RaftConfig) (*RaftNode, error) {
 	rc.HeartbeatTimeout = raftOr(cfg.HeartbeatTimeout, rc.HeartbeatTimeout)
 	rc.ElectionTimeout = raftOr(cfg.ElectionTimeout, rc.ElectionTimeout)
 	rc.LeaderLeaseTimeout = raftOr(cfg.LeaderLeaseTimeout, rc.LeaderLeaseTimeout)
+	// Followers learn that an entry committed from the leader's next
+	// append; without a new write that waits for CommitTimeout. A follower
+	// that forwarded a write waits to apply it itself (read your writes),
+	// so this bounds its write latency: 10ms instead of raft's 50ms, for
+	// at most 100 small idle appends a second per follower.
+	rc.CommitTimeout = 10 * time.Millisecond
 	rc.SnapshotInterval = raftOr(cfg.SnapshotInterval, rc.SnapshotInterval)
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
