@@ -204,6 +204,8 @@ type Admin struct {
 	OnQuorumExecuted func(ctx context.Context, principal string, d quorum.Decision, err error)
 	// Images is the firmware image configuration, nil without [images].
 	Images *ImageService
+	// Gossip is the running cluster node's gossip keyring, or nil.
+	Gossip GossipKeyring
 }
 
 type adminHandler func(a *Admin, ctx context.Context, caller *kmsapi.Caller, body []byte) (any, error)
@@ -222,33 +224,37 @@ func adminOp[Req any, Resp any](f func(a *Admin, ctx context.Context, caller *km
 }
 
 var adminOperations = map[string]adminHandler{
-	"CreatePrincipal":        adminOp((*Admin).createPrincipal),
-	"ListPrincipals":         adminOp((*Admin).listPrincipals),
-	"DescribePrincipal":      adminOp((*Admin).describePrincipal),
-	"DeletePrincipal":        adminOp((*Admin).deletePrincipal),
-	"TagPrincipal":           adminOp((*Admin).tagPrincipal),
-	"UntagPrincipal":         adminOp((*Admin).untagPrincipal),
-	"CreateAccessKey":        adminOp((*Admin).createAccessKey),
-	"RevokeAccessKey":        adminOp((*Admin).revokeAccessKey),
-	"IssueClientCertificate": adminOp((*Admin).issueClientCertificate),
-	"CreateXKSCredential":    adminOp((*Admin).createXKSCredential),
-	"ListXKSCredentials":     adminOp((*Admin).listXKSCredentials),
-	"SetXKSKey":              adminOp((*Admin).setXKSKey),
-	"CreateXKSKey":           adminOp((*Admin).createXKSKey),
-	"RemoveXKSKey":           adminOp((*Admin).removeXKSKey),
-	"ListXKSKeys":            adminOp((*Admin).listXKSKeys),
-	"QuorumInit":             adminOp((*Admin).quorumInit),
-	"QuorumLinkOfficer":      adminOp((*Admin).quorumLinkOfficer),
-	"QuorumStatus":           adminOp((*Admin).quorumStatus),
-	"QuorumPropose":          adminOp((*Admin).quorumPropose),
-	"QuorumList":             adminOp((*Admin).quorumList),
-	"QuorumShow":             adminOp((*Admin).quorumShow),
-	"QuorumApprove":          adminOp((*Admin).quorumApprove),
-	"QuorumReject":           adminOp((*Admin).quorumReject),
-	"ImageTrustInstall":      adminOp((*Admin).imageTrustInstall),
-	"ImageStatus":            adminOp((*Admin).imageStatus),
-	"ImageStage":             adminOp((*Admin).imageStage),
-	"ImageRefresh":           adminOp((*Admin).imageRefresh),
+	"CreatePrincipal":         adminOp((*Admin).createPrincipal),
+	"ListPrincipals":          adminOp((*Admin).listPrincipals),
+	"DescribePrincipal":       adminOp((*Admin).describePrincipal),
+	"DeletePrincipal":         adminOp((*Admin).deletePrincipal),
+	"TagPrincipal":            adminOp((*Admin).tagPrincipal),
+	"UntagPrincipal":          adminOp((*Admin).untagPrincipal),
+	"CreateAccessKey":         adminOp((*Admin).createAccessKey),
+	"RevokeAccessKey":         adminOp((*Admin).revokeAccessKey),
+	"IssueClientCertificate":  adminOp((*Admin).issueClientCertificate),
+	"CreateXKSCredential":     adminOp((*Admin).createXKSCredential),
+	"ListXKSCredentials":      adminOp((*Admin).listXKSCredentials),
+	"SetXKSKey":               adminOp((*Admin).setXKSKey),
+	"CreateXKSKey":            adminOp((*Admin).createXKSKey),
+	"RemoveXKSKey":            adminOp((*Admin).removeXKSKey),
+	"ListXKSKeys":             adminOp((*Admin).listXKSKeys),
+	"QuorumInit":              adminOp((*Admin).quorumInit),
+	"QuorumLinkOfficer":       adminOp((*Admin).quorumLinkOfficer),
+	"QuorumStatus":            adminOp((*Admin).quorumStatus),
+	"QuorumPropose":           adminOp((*Admin).quorumPropose),
+	"QuorumList":              adminOp((*Admin).quorumList),
+	"QuorumShow":              adminOp((*Admin).quorumShow),
+	"QuorumApprove":           adminOp((*Admin).quorumApprove),
+	"QuorumReject":            adminOp((*Admin).quorumReject),
+	"ImageTrustInstall":       adminOp((*Admin).imageTrustInstall),
+	"ImageStatus":             adminOp((*Admin).imageStatus),
+	"ImageStage":              adminOp((*Admin).imageStage),
+	"ImageRefresh":            adminOp((*Admin).imageRefresh),
+	"ClusterGossipKeys":       adminOp((*Admin).gossipKeys),
+	"ClusterGossipKeyInstall": adminOp((*Admin).gossipKeyInstall),
+	"ClusterGossipKeyUse":     adminOp((*Admin).gossipKeyUse),
+	"ClusterGossipKeyRemove":  adminOp((*Admin).gossipKeyRemove),
 }
 
 // AdminOperations lists the admin operations, sorted, without the prefix.
@@ -293,7 +299,7 @@ func operationName(target string) string {
 // admin serves an authenticated admin API request on the gateway.
 func (g *Gateway) admin(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
 	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log,
-		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution, Images: g.cfg.Images}
+		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution, Images: g.cfg.Images, Gossip: g.cfg.GossipKeys}
 	if g.cfg.XKS != nil {
 		for _, st := range g.cfg.XKS.Stores {
 			a.XKSStores = append(a.XKSStores, st.Name)

@@ -94,6 +94,9 @@ type Config struct {
 	// members and which can take requests (gossip). /readyz and the XKS
 	// health response include it.
 	Fleet func() []FleetMember
+	// GossipKeys, when set, lets admins rotate the node's gossip keyring
+	// (gossipkeys.go).
+	GossipKeys GossipKeyring
 }
 
 // FleetMember is one other node of the cluster, for health reports.

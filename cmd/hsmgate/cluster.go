@@ -55,6 +55,7 @@ func clusterCommand() *cli.Command {
 		Usage: "this gateway as a node of a cluster: its view of the cluster, and membership of the replicated keystore",
 		Subcommands: []*cli.Command{
 			clusterStatusCommand(),
+			gossipKeyCommand(),
 			{
 				Name:      "join",
 				Usage:     "ask the cluster to add this node to the replicated keystore, through the members named (default [cluster] raft_join)",

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +63,38 @@ func TestServeAsClusterNode(t *testing.T) {
 	}
 	if _, err := c.Encrypt(context.Background(), &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("x")}); err != nil {
 		t.Fatal(err)
+	}
+	// A gossip key rotation on the running node; the keyring file follows.
+	gk := func(args ...string) result {
+		t.Helper()
+		return hsmgate(t, nil, append([]string{"--data", data, "cluster", "gossip-key"}, args...)...)
+	}
+	newKey := filepath.Join(t.TempDir(), "new.key")
+	if r := gk("generate", newKey); r.code != 0 {
+		t.Fatalf("gossip-key generate: %s", r.stderr)
+	}
+	oldKey := filepath.Join(t.TempDir(), "old.key")
+	os.WriteFile(oldKey, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	if r := gk("remove", oldKey); r.code != 1 || !strings.Contains(r.stderr, "primary") {
+		t.Fatalf("removing the primary key: exit %d: %s", r.code, r.stderr)
+	}
+	for _, step := range []string{"install", "use"} {
+		if r := gk(step, newKey); r.code != 0 {
+			t.Fatalf("gossip-key %s: %s", step, r.stderr)
+		}
+	}
+	if r := gk("remove", oldKey); r.code != 0 {
+		t.Fatalf("gossip-key remove: %s", r.stderr)
+	}
+	newRaw, _ := os.ReadFile(newKey)
+	nk, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(string(newRaw)))
+	r = gk("list")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != cluster.GossipKeyFingerprint(nk)+" (primary)" {
+		t.Fatalf("gossip-key list after the rotation: %q", r.stdout)
+	}
+	keys, err := cluster.LoadGossipKeyring(filepath.Join(data, "gossip.keys"))
+	if err != nil || len(keys) != 1 || !bytes.Equal(keys[0], nk) {
+		t.Fatalf("the keyring file after the rotation: %d keys, %v", len(keys), err)
 	}
 	if code := srv.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("serve: exit %d", code)

@@ -146,9 +146,10 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	var wrap func(http.Handler) http.Handler
 	var fleet func() []gateway.FleetMember
 	var clusterStatus http.Handler
+	var gossipKeys gateway.GossipKeyring
 	if gossip != nil {
 		defer gossip.close()
-		wrap, fleet, clusterStatus = gossip.wrap, gossip.fleet, cluster.StatusHandler(gossip.gossip)
+		wrap, fleet, clusterStatus, gossipKeys = gossip.wrap, gossip.fleet, cluster.StatusHandler(gossip.gossip), gossip.gossip
 	}
 	var attestation *gateway.AttestationOptions
 	if boot != nil {
@@ -170,6 +171,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		Wrap:           wrap,
 		Fleet:          fleet,
 		ClusterStatus:  clusterStatus,
+		GossipKeys:     gossipKeys,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

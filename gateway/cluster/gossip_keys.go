@@ -175,7 +175,9 @@ func (g *Gossip) InstallKey(key []byte) error {
 func (g *Gossip) UseKey(key []byte) error {
 	g.keyMu.Lock()
 	defer g.keyMu.Unlock()
-	if err := g.keyring.UseKey(key); err != nil {
+	// memberlist keeps the slice it is given as the primary key: give it
+	// a copy of its own, never the caller's (which may be zeroed after).
+	if err := g.keyring.UseKey(bytes.Clone(key)); err != nil {
 		return fmt.Errorf("cluster: use gossip key %s: it is not installed", GossipKeyFingerprint(key))
 	}
 	return g.saveKeysLocked("use gossip key " + GossipKeyFingerprint(key))
