@@ -56,6 +56,7 @@ func clusterCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			clusterStatusCommand(),
 			gossipKeyCommand(),
+			clusterCertsCommand(),
 			{
 				Name:      "join",
 				Usage:     "ask the cluster to add this node to the replicated keystore, through the members named (default [cluster] raft_join)",

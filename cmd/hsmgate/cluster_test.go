@@ -287,3 +287,49 @@ func TestClusterCommandsRefuse(t *testing.T) {
 		t.Fatalf("raft status of a stopped node: exit %d: %s", r.code, r.stderr)
 	}
 }
+
+// hsmgate cluster certs makes the cluster CA once and each node's raft
+// TLS material from it.
+func TestClusterCerts(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	for _, n := range []string{"n1", "n2"} {
+		out := filepath.Join(dir, n)
+		if r := hsmgate(t, nil, "cluster", "certs", "--ca-dir", caDir, "--node", n, "--host", "10.0.0.1", "--host", "gw.example", "--out", out); r.code != 0 {
+			t.Fatalf("cluster certs %s: exit %d: %s", n, r.code, r.stderr)
+		}
+		for name, mode := range map[string]os.FileMode{"ca.pem": 0o644, "node.pem": 0o644, "node.key": 0o600, "client.pem": 0o644, "client.key": 0o600} {
+			if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Mode().Perm() != mode {
+				t.Fatalf("%s/%s: %v, %v", n, name, st, err)
+			}
+		}
+	}
+	if st, err := os.Stat(filepath.Join(caDir, "ca.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the CA key: %v, %v", st, err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "n1", "ca.pem"))
+	other, _ := os.ReadFile(filepath.Join(dir, "n2", "ca.pem"))
+	if string(caPEM) != string(other) {
+		t.Fatal("the second node's CA is another CA")
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	read := func(name string) *x509.Certificate {
+		raw, _ := os.ReadFile(filepath.Join(dir, "n2", name))
+		certs, err := pki.ParseCertsPEM(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certs[0]
+	}
+	server, client := read("node.pem"), read("client.pem")
+	if _, err := server.Verify(x509.VerifyOptions{Roots: roots, DNSName: "gw.example"}); err != nil {
+		t.Fatalf("node.pem: %v", err)
+	}
+	if p, err := pki.PrincipalFromCert(client); err != nil || p != "node.n2" {
+		t.Fatalf("client.pem names %q, %v", p, err)
+	}
+	if r := hsmgate(t, nil, "cluster", "certs", "--ca-dir", caDir, "--node", "bad id!", "--host", "h", "--out", filepath.Join(dir, "x")); r.code != 1 {
+		t.Fatalf("a bad node id: exit %d", r.code)
+	}
+}
