@@ -97,6 +97,18 @@ type Config struct {
 	// GossipKeys, when set, lets admins rotate the node's gossip keyring
 	// (gossipkeys.go).
 	GossipKeys GossipKeyring
+	// Forwarded, when set, vets a request another node forwarded
+	// (cluster.TrustForwarded): nil for a request that was not forwarded;
+	// an error refuses the request (forwarding headers from anyone but a
+	// node). A forwarded request's Principal is the client's when it
+	// authenticated with its certificate at the forwarding node.
+	Forwarded func(r *http.Request) (*ForwardedRequest, error)
+}
+
+// ForwardedRequest is what a forwarding node vouches for.
+type ForwardedRequest struct {
+	Principal string // "" for a SigV4 request, which names its own
+	SourceIP  string // the client's address, "" if not given
 }
 
 // FleetMember is one other node of the cluster, for health reports.
@@ -360,7 +372,22 @@ func (g *Gateway) fail(w http.ResponseWriter, reqID, op, principal string, start
 // Authorization header, else its verified TLS client certificate.
 func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *kmsapi.Error) {
 	var name string
+	sourceIP := remoteIP(r)
+	var fw *ForwardedRequest
+	if g.cfg.Forwarded != nil {
+		var err error
+		if fw, err = g.cfg.Forwarded(r); err != nil {
+			return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExAccessDenied, "%s", err.Error())
+		}
+		if fw != nil && fw.SourceIP != "" {
+			sourceIP = fw.SourceIP
+		}
+	}
 	switch {
+	case fw != nil && r.Header.Get("Authorization") == "" && fw.Principal != "":
+		// A client that authenticated with its certificate at the node
+		// that forwarded the request, which vouches for it.
+		name = fw.Principal
 	case r.Header.Get("Authorization") != "":
 		res, err := g.verifier.Verify(r, body)
 		if err != nil {
@@ -388,7 +415,7 @@ func (g *Gateway) authenticate(r *http.Request, body []byte) (kmsapi.Caller, *km
 		// An external key store's credentials sign only XKS requests.
 		return kmsapi.Caller{}, kmsapi.Errorf(kmsapi.ExUnrecognizedClient, "The principal %q is not known to this gateway.", name)
 	}
-	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin, Kind: p.Kind, Service: p.Service, Tags: p.Tags, SourceIP: remoteIP(r)}, nil
+	return kmsapi.Caller{Principal: p.Name, Admin: p.Admin, Kind: p.Kind, Service: p.Service, Tags: p.Tags, SourceIP: sourceIP}, nil
 }
 
 // jsonContentType is shared by every response's header: net/http only

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/hsmgate/hsmgate/attest"
@@ -18,6 +19,7 @@ import (
 	"github.com/hsmgate/hsmgate/gateway/cluster"
 	"github.com/hsmgate/hsmgate/hsmpool"
 	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/pki"
 )
 
 // clusterGossip is a serving node's membership, health and failover
@@ -25,10 +27,11 @@ import (
 // load, and requests this node can't serve (no healthy HSM slot) go to a
 // healthy peer, same zone first.
 type clusterGossip struct {
-	gossip   *cluster.Gossip
-	failover *cluster.Failover // nil without an API client certificate
-	meter    *cluster.LoadMeter
-	verifier *cluster.PeerVerifier
+	gossip    *cluster.Gossip
+	forwarded func(*http.Request) (*gateway.ForwardedRequest, error)
+	failover  *cluster.Failover // nil without an API client certificate
+	meter     *cluster.LoadMeter
+	verifier  *cluster.PeerVerifier
 }
 
 // startGossip starts the gossip when [cluster] has a gossip_address; nil
@@ -60,12 +63,37 @@ func startGossip(cfg *config.Config, opts config.GatewayOptions, pool *hsmpool.P
 	}
 	c := &clusterGossip{meter: cluster.NewLoadMeter(opts.MaxInFlight, nil)}
 	var nodeTLS *tls.Config
+	nodes := co.NodePrincipals
 	if co.APIClientCert != "" {
 		cert, err := tls.LoadX509KeyPair(co.APIClientCert, co.APIClientKey)
 		if err != nil {
 			return nil, fmt.Errorf("cluster.api_client_cert: %w", err)
 		}
 		nodeTLS = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if len(nodes) == 0 {
+			leaf, err := x509.ParseCertificate(cert.Certificate[0])
+			if err != nil {
+				return nil, fmt.Errorf("cluster.api_client_cert: %w", err)
+			}
+			p, err := pki.PrincipalFromCert(leaf)
+			if err != nil {
+				return nil, fmt.Errorf("cluster.api_client_cert: %w", err)
+			}
+			nodes = []string{p}
+		}
+	}
+	// Forwarding headers are honoured only on connections whose client
+	// certificate (already verified against the gateway's CA) names a
+	// node principal; anyone else sending them is refused.
+	c.forwarded = func(r *http.Request) (*gateway.ForwardedRequest, error) {
+		fr, err := cluster.TrustForwarded(r, func(chain []*x509.Certificate) bool {
+			p, err := pki.PrincipalFromCert(chain[0])
+			return err == nil && slices.Contains(nodes, p)
+		})
+		if err != nil || fr == nil {
+			return nil, err
+		}
+		return &gateway.ForwardedRequest{Principal: fr.Principal, SourceIP: fr.SourceIP}, nil
 	}
 	if co.RequireAttestation {
 		var pol attest.GoldenPolicyFile
@@ -115,7 +143,7 @@ func startGossip(cfg *config.Config, opts config.GatewayOptions, pool *hsmpool.P
 		return c, nil
 	}
 	c.failover, err = cluster.NewFailover(cluster.FailoverConfig{Gossip: c.gossip, LocalHealthy: func() bool { return pool.Healthy() > 0 },
-		TLS: nodeTLS, Verifier: c.verifier, Logger: log})
+		TLS: nodeTLS, Verifier: c.verifier, Logger: log, ForwardCertificateCallers: true})
 	if err != nil {
 		c.gossip.Shutdown()
 		return nil, err

@@ -147,9 +147,10 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	var fleet func() []gateway.FleetMember
 	var clusterStatus http.Handler
 	var gossipKeys gateway.GossipKeyring
+	var forwarded func(*http.Request) (*gateway.ForwardedRequest, error)
 	if gossip != nil {
 		defer gossip.close()
-		wrap, fleet, clusterStatus, gossipKeys = gossip.wrap, gossip.fleet, cluster.StatusHandler(gossip.gossip), gossip.gossip
+		wrap, fleet, clusterStatus, gossipKeys, forwarded = gossip.wrap, gossip.fleet, cluster.StatusHandler(gossip.gossip), gossip.gossip, gossip.forwarded
 	}
 	var attestation *gateway.AttestationOptions
 	if boot != nil {
@@ -172,6 +173,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		Fleet:          fleet,
 		ClusterStatus:  clusterStatus,
 		GossipKeys:     gossipKeys,
+		Forwarded:      forwarded,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

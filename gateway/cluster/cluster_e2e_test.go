@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -119,7 +120,21 @@ func startE2ECluster(t testing.TB) ([]*e2eNode, *gateway.AdminCredentials, *x509
 				return err == nil
 			})
 		}
-		gw, err := gateway.New(gateway.Config{Pool: pool, Store: n.raft.store, Region: e2eRegion, Account: gatewaytest.Account, Logger: slog.New(slog.DiscardHandler)})
+		// The nodes forward with the admin's client certificate (in
+		// production, a node principal's): requests on connections
+		// presenting it may name the client a node vouches for.
+		forwarded := func(r *http.Request) (*gateway.ForwardedRequest, error) {
+			fr, err := TrustForwarded(r, func(chain []*x509.Certificate) bool {
+				p, err := pki.PrincipalFromCert(chain[0])
+				return err == nil && p == gateway.AdminName
+			})
+			if err != nil || fr == nil {
+				return nil, err
+			}
+			return &gateway.ForwardedRequest{Principal: fr.Principal, SourceIP: fr.SourceIP}, nil
+		}
+		gw, err := gateway.New(gateway.Config{Pool: pool, Store: n.raft.store, Region: e2eRegion, Account: gatewaytest.Account,
+			Logger: slog.New(slog.DiscardHandler), Forwarded: forwarded})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +181,8 @@ func startE2ECluster(t testing.TB) ([]*e2eNode, *gateway.AdminCredentials, *x509
 			t.Fatal(err)
 		}
 		n.failover, err = NewFailover(FailoverConfig{Gossip: n.gossip, LocalHealthy: func() bool { return pool.Healthy() > 0 },
-			TLS: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}}, Logger: slog.New(slog.DiscardHandler)})
+			TLS: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}}, Logger: slog.New(slog.DiscardHandler),
+			ForwardCertificateCallers: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,6 +294,26 @@ func TestClusterOfGateways(t *testing.T) {
 			}
 		}()
 	}
+	// A client authenticated by its certificate alone is forwarded too,
+	// its principal vouched for by the forwarding node.
+	certClient := e2eCertClient(t, nodes[0].url, roots, admin)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := certClient.Encrypt(ctx, &kms.EncryptInput{KeyId: key.KeyMetadata.KeyId, Plaintext: []byte("mtls")})
+			calls.Add(1)
+			if err != nil {
+				failures.Add(1)
+				firstErr.CompareAndSwap(nil, "mTLS client: "+err.Error())
+			}
+		}
+	}()
 	waitFor(t, "load before the failure", func() bool { return calls.Load() > 20 })
 	for _, st := range nodes[0].pool.Status() {
 		if err := nodes[0].pool.InjectFault(st.Name, hsmpool.FaultDeviceError); err != nil {
@@ -292,6 +328,23 @@ func TestClusterOfGateways(t *testing.T) {
 	nodes[0].pool.ClearFaults()
 	if f := failures.Load(); f > 0 {
 		t.Fatalf("%d of %d calls failed after n1's HSM failed (first: %v)", f, calls.Load(), firstErr.Load())
+	}
+
+	// Forwarding headers from anyone but a node are refused: no one can
+	// name a principal they did not authenticate as.
+	forged, _ := http.NewRequest(http.MethodPost, nodes[1].url+"/", strings.NewReader("{}"))
+	forged.Header.Set("X-Amz-Target", "TrentService.ListKeys")
+	forged.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	forged.Header.Set(FailoverForwardedHeader, "n1")
+	forged.Header.Set(FailoverPrincipalHeader, gateway.AdminName)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}).Do(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "AccessDeniedException") {
+		t.Fatalf("a forged forwarding header: %d %s", resp.StatusCode, body)
 	}
 
 	// A node cut off from the raft majority keeps serving crypto with the
@@ -394,4 +447,26 @@ func BenchmarkClusterScaling(b *testing.B) {
 		writes(clients[leader], "leader")
 		writes(clients[(leader+1)%len(clients)], "follower")
 	}
+}
+
+// e2eCertClient is a KMS client authenticating with the admin's TLS client
+// certificate only (no SigV4).
+func e2eCertClient(t testing.TB, url string, roots *x509.CertPool, admin *gateway.AdminCredentials) *kms.Client {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := roots.Clone()
+	memoryCAs.Lock()
+	for _, c := range memoryCAs.list {
+		pool.AddCert(c)
+	}
+	memoryCAs.Unlock()
+	return kms.New(kms.Options{
+		Region: e2eRegion, BaseEndpoint: aws.String(url),
+		HTTPClient:  &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}},
+		Credentials: aws.AnonymousCredentials{},
+		Retryer:     aws.NopRetryer{},
+	})
 }

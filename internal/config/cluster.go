@@ -80,6 +80,11 @@ type Cluster struct {
 	// asks them for attestation. Without them, failover is off.
 	APIClientCert string `toml:"api_client_cert,omitempty"`
 	APIClientKey  string `toml:"api_client_key,omitempty"`
+	// NodePrincipals are the principals of the nodes' API client
+	// certificates: a request whose connection presents one of them may
+	// carry forwarding headers, and name the client a node vouches for.
+	// Default: the principal of this node's api_client_cert.
+	NodePrincipals []string `toml:"node_principals,omitempty"`
 	// RequireAttestation forwards only to peers whose TPM attestation
 	// verified (attest.VerifyGateway) against PeerEnrollments (a folder of
 	// <node_id>.json enrollment records) and GoldenPolicy.
@@ -104,6 +109,7 @@ type ClusterOptions struct {
 	GossipAddress, GossipAdvertise, GossipKeys, Label   string
 	Join                                                []string // gossip addresses
 	APIAdvertise, APIClientCert, APIClientKey           string
+	NodePrincipals                                      []string
 	RequireAttestation                                  bool
 	PeerEnrollments, GoldenPolicy                       string
 }
@@ -130,6 +136,7 @@ func (c *Config) ClusterOptions() (ClusterOptions, bool, error) {
 		Join:       append([]string(nil), k.Join...),
 		GossipKeys: c.resolve(k.GossipKeys), Label: k.Label,
 		APIAdvertise: k.APIAdvertise, APIClientCert: c.resolve(k.APIClientCert), APIClientKey: c.resolve(k.APIClientKey),
+		NodePrincipals: append([]string(nil), k.NodePrincipals...),
 		RequireAttestation: k.RequireAttestation, PeerEnrollments: c.resolve(k.PeerEnrollments), GoldenPolicy: c.resolve(k.GoldenPolicy),
 	}, true, nil
 }
