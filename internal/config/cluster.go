@@ -136,7 +136,7 @@ func (c *Config) ClusterOptions() (ClusterOptions, bool, error) {
 		Join:       append([]string(nil), k.Join...),
 		GossipKeys: c.resolve(k.GossipKeys), Label: k.Label,
 		APIAdvertise: k.APIAdvertise, APIClientCert: c.resolve(k.APIClientCert), APIClientKey: c.resolve(k.APIClientKey),
-		NodePrincipals: append([]string(nil), k.NodePrincipals...),
+		NodePrincipals:     append([]string(nil), k.NodePrincipals...),
 		RequireAttestation: k.RequireAttestation, PeerEnrollments: c.resolve(k.PeerEnrollments), GoldenPolicy: c.resolve(k.GoldenPolicy),
 	}, true, nil
 }
