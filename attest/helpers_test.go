@@ -61,23 +61,7 @@ func open(t testing.TB, cfg attest.Config) *attest.TPM {
 // public key the TPM reports (as it would after checking its certificate).
 func enroll(t testing.TB, tpm *attest.TPM) *attest.Enrollment {
 	t.Helper()
-	req, err := tpm.EnrollmentRequest()
-	if err != nil {
-		t.Fatalf("EnrollmentRequest: %v", err)
-	}
-	ch, pending, err := attest.MakeCredential(req.EKPublic, req)
-	if err != nil {
-		t.Fatalf("MakeCredential: %v", err)
-	}
-	resp, err := tpm.ActivateCredential(ch)
-	if err != nil {
-		t.Fatalf("ActivateCredential: %v", err)
-	}
-	enr, err := pending.Complete(resp)
-	if err != nil {
-		t.Fatalf("Complete: %v", err)
-	}
-	return enr
+	return swtpmtest.Enroll(t, tpm)
 }
 
 func nonce(t testing.TB) []byte {

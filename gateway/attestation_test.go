@@ -81,22 +81,7 @@ func TestAttestationEndpoint(t *testing.T) {
 		}
 	}
 	policy := attest.GoldenPolicy{ImageDigests: [][]byte{sum("image")}, BinaryDigests: [][]byte{sum("binary")}, ConfigDigests: [][]byte{sum("config")}}
-	req, err := tpm.EnrollmentRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, pending, err := attest.MakeCredential(req.EKPublic, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := tpm.ActivateCredential(ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enr, err := pending.Complete(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	enr := swtpmtest.Enroll(t, tpm)
 
 	tg := startGateway(t, nil)
 	ctx := context.Background()

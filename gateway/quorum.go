@@ -635,16 +635,8 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 	if err != nil {
 		return nil, quorumRefused(err)
 	}
-	l, err := quorum.OpenBoltLedger(st.Ledger)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	ex := &quorum.Executor{Ledger: l, Scope: st.scope(), Now: func() time.Time { return now }}
 	hx := hex.EncodeToString(d.ProposalHash[:])
-	ran := false // the request id was consumed
-	_, err = ex.Execute(set, pp.Proposal, approvals, func(p *quorum.Proposal) error {
-		ran = true
+	err = a.consume(ctx, caller, st, set, pp.Proposal, approvals, d, now, nil, func(p *quorum.Proposal) error {
 		nextRaw, err := next.Encode()
 		if err != nil {
 			return err
@@ -658,19 +650,43 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 		st.Set, st.Pending = nextRaw, nil
 		return a.saveQuorum(st)
 	})
-	if ran && a.OnQuorumExecuted != nil {
-		a.OnQuorumExecuted(ctx, caller.Principal, d, err)
-	}
 	if err != nil {
-		if errors.Is(err, quorum.ErrReplay) {
-			return nil, quorumRefused(err)
-		}
 		return nil, err
 	}
 	a.changed(ctx, "QuorumExecute", caller, "request_id", d.RequestID.String(), "kind", d.Kind, "new_epoch", next.Epoch)
 	out.Status, out.NewEpoch = "EXECUTED", next.Epoch
 	out.Approvals = hexList(d.Approvals)
 	return &out, nil
+}
+
+// consume runs op once through the Executor: the request id is consumed
+// in the replay ledger before op runs, and a replay is refused. Once op
+// ran, OnQuorumExecuted hears how it went (with *opFailure, when given,
+// the operation's own failure behind a successful consumption).
+func (a *Admin) consume(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, proposal []byte, approvals []*quorum.Approval,
+	d quorum.Decision, now time.Time, opFailure *error, op func(*quorum.Proposal) error) error {
+	l, err := quorum.OpenBoltLedger(st.Ledger)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ex := &quorum.Executor{Ledger: l, Scope: st.scope(), Now: func() time.Time { return now }}
+	ran := false // the request id was consumed
+	_, err = ex.Execute(set, proposal, approvals, func(p *quorum.Proposal) error {
+		ran = true
+		return op(p)
+	})
+	if ran && a.OnQuorumExecuted != nil {
+		failure := err
+		if opFailure != nil {
+			failure = errors.Join(err, *opFailure)
+		}
+		a.OnQuorumExecuted(ctx, caller.Principal, d, failure)
+	}
+	if errors.Is(err, quorum.ErrReplay) {
+		return quorumRefused(err)
+	}
+	return err
 }
 
 func (a *Admin) quorumReject(ctx context.Context, caller *kmsapi.Caller, req *QuorumRejectInput) (*QuorumProposalOutput, error) {

@@ -118,18 +118,10 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 		a.changed(ctx, "QuorumExecute", caller, "request_id", d.RequestID.String(), "kind", d.Kind, "refused", errorText(err))
 		return nil, err
 	}
-	l, err := quorum.OpenBoltLedger(st.Ledger)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
 	now := a.now()
-	ex := &quorum.Executor{Ledger: l, Scope: st.scope(), Now: func() time.Time { return now }}
 	res := &quorumResult{Proposal: pp.Proposal, Proposer: pp.Proposer, Executed: now.Unix(), Approvals: hexList(d.Approvals)}
-	ran := false
 	var runErr error
-	_, err = ex.Execute(set, pp.Proposal, counted(pp, d), func(p *quorum.Proposal) error {
-		ran = true
+	err = a.consume(ctx, caller, st, set, pp.Proposal, counted(pp, d), d, now, &runErr, func(p *quorum.Proposal) error {
 		res.Output, runErr = run(context.WithoutCancel(ctx))
 		why := fmt.Sprintf("%s: request %s (%s) was executed", quorum.ErrReplay, p.RequestID, p.Kind)
 		if runErr != nil {
@@ -142,13 +134,7 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 		st.Results[p.RequestID.String()] = res
 		return drop(why)
 	})
-	if ran && a.OnQuorumExecuted != nil {
-		a.OnQuorumExecuted(ctx, caller.Principal, d, errors.Join(err, runErr))
-	}
 	if err != nil {
-		if errors.Is(err, quorum.ErrReplay) {
-			return nil, quorumRefused(err)
-		}
 		return nil, err
 	}
 	a.changed(ctx, "QuorumExecute", caller, "request_id", d.RequestID.String(), "kind", d.Kind, "failed", runErr != nil)

@@ -36,6 +36,21 @@ func readArmored(path, typ string) ([]byte, error) {
 	return data, nil
 }
 
+// readRecord reads a PEM file of the given type and decodes its record;
+// errors name the file.
+func readRecord[T any](path, typ string, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := readArmored(path, typ)
+	if err != nil {
+		return zero, err
+	}
+	v, err := decode(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}
+
 // writeNew writes data to a file that must not exist yet.
 func writeNew(path string, data []byte, perm os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)

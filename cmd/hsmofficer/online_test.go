@@ -324,25 +324,7 @@ func TestVerifyGateway(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	enroll := func(tpm *attest.TPM) *attest.Enrollment {
-		req, err := tpm.EnrollmentRequest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, pending, err := attest.MakeCredential(req.EKPublic, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := tpm.ActivateCredential(ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		enr, err := pending.Complete(resp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return enr
-	}
+	enroll := func(tpm *attest.TPM) *attest.Enrollment { return swtpmtest.Enroll(t, tpm) }
 	writeJSON := func(name string, v any) string {
 		b, _ := json.Marshal(v)
 		p := filepath.Join(e.dir, name)

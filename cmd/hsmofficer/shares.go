@@ -8,13 +8,9 @@ import (
 )
 
 func (t *tool) unwrapShare(path, keyFile, out string) error {
-	data, err := readArmored(path, quorum.PEMEncryptedShare)
+	es, err := readRecord(path, quorum.PEMEncryptedShare, quorum.DecodeEncryptedShare)
 	if err != nil {
 		return err
-	}
-	es, err := quorum.DecodeEncryptedShare(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	k, err := t.loadKey(keyFile)
 	if err != nil {
@@ -36,13 +32,9 @@ func (t *tool) unwrapShare(path, keyFile, out string) error {
 func (t *tool) combine(files []string, out string) error {
 	var shares []*quorum.Share
 	for _, f := range files {
-		data, err := readArmored(f, quorum.PEMShare)
+		sh, err := readRecord(f, quorum.PEMShare, quorum.DecodeShare)
 		if err != nil {
 			return err
-		}
-		sh, err := quorum.DecodeShare(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
 		}
 		shares = append(shares, sh)
 	}
@@ -78,13 +70,9 @@ func (t *tool) recoveryShare(path, keyFile, proposalFile, setFile, out string) e
 			return fmt.Errorf("refusing: %s", msg)
 		}
 	}
-	data, err := readArmored(path, quorum.PEMEncryptedShare)
+	es, err := readRecord(path, quorum.PEMEncryptedShare, quorum.DecodeEncryptedShare)
 	if err != nil {
 		return err
-	}
-	es, err := quorum.DecodeEncryptedShare(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	if string(es.Split.ID) != string(params.SplitID) {
 		return fmt.Errorf("%s is a share of split %x; the proposal recovers split %x", path, es.Split.ID, params.SplitID)
@@ -116,13 +104,9 @@ func (t *tool) recoveryShare(path, keyFile, proposalFile, setFile, out string) e
 
 // unwrapExport opens an exported key record with the recipient's key.
 func (t *tool) unwrapExport(path, keyFile, out string) error {
-	data, err := readArmored(path, quorum.PEMExportedKey)
+	rec, err := readRecord(path, quorum.PEMExportedKey, quorum.DecodeExportedKey)
 	if err != nil {
 		return err
-	}
-	rec, err := quorum.DecodeExportedKey(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	k, err := t.loadKey(keyFile)
 	if err != nil {

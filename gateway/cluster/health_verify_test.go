@@ -51,22 +51,7 @@ func TestPeerVerifierAndAttestedFailover(t *testing.T) {
 		}
 	}
 	policy := attest.GoldenPolicy{ImageDigests: [][]byte{imageDigest[:]}, BinaryDigests: [][]byte{digest("binary")}, ConfigDigests: [][]byte{digest("config")}}
-	req, err := tpm.EnrollmentRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, pending, err := attest.MakeCredential(req.EKPublic, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := tpm.ActivateCredential(ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enr, err := pending.Complete(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	enr := swtpmtest.Enroll(t, tpm)
 
 	env := testenv.NewSoftHSM(t, 2)
 	labels := env.Labels()

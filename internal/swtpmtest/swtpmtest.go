@@ -98,3 +98,27 @@ func (s *TPM) Stop() {
 		s.t.Fatal(err)
 	}
 }
+
+// Enroll runs the whole enrollment protocol against tpm, the verifier
+// trusting the EK public key the TPM reports (as it would after checking
+// its certificate), and returns the enrollment record.
+func Enroll(t testing.TB, tpm *attest.TPM) *attest.Enrollment {
+	t.Helper()
+	req, err := tpm.EnrollmentRequest()
+	if err != nil {
+		t.Fatalf("EnrollmentRequest: %v", err)
+	}
+	ch, pending, err := attest.MakeCredential(req.EKPublic, req)
+	if err != nil {
+		t.Fatalf("MakeCredential: %v", err)
+	}
+	resp, err := tpm.ActivateCredential(ch)
+	if err != nil {
+		t.Fatalf("ActivateCredential: %v", err)
+	}
+	enr, err := pending.Complete(resp)
+	if err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+	return enr
+}
