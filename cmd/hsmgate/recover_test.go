@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,20 +82,8 @@ func TestRecoverDomainKeyOntoFreshToken(t *testing.T) {
 	}
 
 	// Data encrypted under the sample key.
-	setListen(t, data, freeAddr(t))
-	cfg, _ := config.Load(data)
-	endpoint := "https://" + cfg.Gateway.Listen
-	roots := caPool(t, filepath.Join(data, "pki", "ca.pem"))
-	akid, secret := readAdminCredentials(t, data)
-	srv := startServe(t, data)
-	srv.waitReady(t, endpoint, roots)
-	ctx := context.Background()
-	c := kmsClient(endpoint, cfg.Gateway.Region, akid, secret, roots)
-	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte("written before the HSM died")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.stop(t, syscall.SIGTERM)
+	sg := serveData(t, data)
+	enc := sg.encryptSample(t, "written before the HSM died")
 
 	// The HSM is replaced: the configuration names only a fresh token.
 	replaceToken(t, data)
@@ -196,13 +185,7 @@ func TestRecoverDomainKeyOntoFreshToken(t *testing.T) {
 	if r := hsmgate(t, nil, "--data", data, "pool", "check"); r.code != 0 {
 		t.Fatalf("pool check after recovery: %s%s", r.stdout, r.stderr)
 	}
-	srv = startServe(t, data)
-	srv.waitReady(t, endpoint, roots)
-	dec, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
-	if err != nil || string(dec.Plaintext) != "written before the HSM died" {
-		t.Fatalf("decrypt on the replacement token: %v", err)
-	}
-	srv.stop(t, syscall.SIGTERM)
+	sg.wantDecrypt(t, enc, "written before the HSM died")
 
 	// Nothing left to recover onto.
 	if r := hsmgate(t, nil, "--data", data, "quorum", "recover", "--inbox", inbox, "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "no slot lacks the domain key") {
@@ -245,20 +228,8 @@ func TestRecoverFromSealedCopy(t *testing.T) {
 	if r := hsmgate(t, nil, "--data", data, "quorum", "recover", "--sealed"); r.code != 1 || !strings.Contains(r.stderr, "no slot lacks the domain key") {
 		t.Fatalf("recover with nothing to do: exit %d: %s", r.code, r.stderr)
 	}
-	setListen(t, data, freeAddr(t))
-	cfg, _ := config.Load(data)
-	endpoint := "https://" + cfg.Gateway.Listen
-	roots := caPool(t, filepath.Join(data, "pki", "ca.pem"))
-	akid, secret := readAdminCredentials(t, data)
-	srv := startServe(t, data)
-	srv.waitReady(t, endpoint, roots)
-	ctx := context.Background()
-	c := kmsClient(endpoint, cfg.Gateway.Region, akid, secret, roots)
-	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte("sealed away")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.stop(t, syscall.SIGTERM)
+	sg := serveData(t, data)
+	enc := sg.encryptSample(t, "sealed away")
 	replaceToken(t, data)
 
 	// Another binary: the copy does not unseal, nothing is provisioned.
@@ -276,10 +247,52 @@ func TestRecoverFromSealedCopy(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Recovered from the TPM-sealed copy") {
 		t.Fatalf("recover --sealed: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	srv = startServe(t, data)
-	srv.waitReady(t, endpoint, roots)
-	dec, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
-	if err != nil || string(dec.Plaintext) != "sealed away" {
+	sg.wantDecrypt(t, enc, "sealed away")
+}
+
+// servedData serves a data folder when asked, as its admin's client.
+type servedData struct {
+	data, endpoint string
+	roots          *x509.CertPool
+	c              *kms.Client
+}
+
+// serveData gives data a free port and a client for its admin.
+func serveData(t *testing.T, data string) *servedData {
+	t.Helper()
+	setListen(t, data, freeAddr(t))
+	cfg, err := config.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := &servedData{data: data, endpoint: "https://" + cfg.Gateway.Listen, roots: caPool(t, filepath.Join(data, "pki", "ca.pem"))}
+	akid, secret := readAdminCredentials(t, data)
+	sd.c = kmsClient(sd.endpoint, cfg.Gateway.Region, akid, secret, sd.roots)
+	return sd
+}
+
+// encryptSample serves the gateway, encrypts plaintext under the sample
+// key, stops it and returns the ciphertext.
+func (sd *servedData) encryptSample(t *testing.T, plaintext string) []byte {
+	t.Helper()
+	srv := startServe(t, sd.data)
+	srv.waitReady(t, sd.endpoint, sd.roots)
+	enc, err := sd.c.Encrypt(context.Background(), &kms.EncryptInput{KeyId: aws.String(SampleKeyAlias), Plaintext: []byte(plaintext)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(t, syscall.SIGTERM)
+	return enc.CiphertextBlob
+}
+
+// wantDecrypt serves the gateway and checks that ciphertext decrypts to
+// plaintext (on the replacement token).
+func (sd *servedData) wantDecrypt(t *testing.T, ciphertext []byte, plaintext string) {
+	t.Helper()
+	srv := startServe(t, sd.data)
+	srv.waitReady(t, sd.endpoint, sd.roots)
+	dec, err := sd.c.Decrypt(context.Background(), &kms.DecryptInput{CiphertextBlob: ciphertext})
+	if err != nil || string(dec.Plaintext) != plaintext {
 		t.Fatalf("decrypt on the replacement token: %v", err)
 	}
 	srv.stop(t, syscall.SIGTERM)
