@@ -40,7 +40,15 @@ type benchEnv struct {
 	// Audit turns the audit log on (in Dir/audit). The environment variable
 	// HSMGATE_BENCH_AUDIT turns it on for every gateway process instead.
 	Audit bool
+	// Procs is the gateway process's GOMAXPROCS (0: the Go default, or
+	// HSMGATE_BENCH_GOMAXPROCS when that is set).
+	Procs int
 }
+
+// benchInline reports whether HSMGATE_BENCH_INLINE asks for the pool's
+// inline calls; it applies to the gateway processes and to the direct pool
+// alike, so that the two are compared in the same configuration.
+func benchInline() bool { return os.Getenv("HSMGATE_BENCH_INLINE") != "" }
 
 func TestMain(m *testing.M) {
 	if cfg := os.Getenv("HSMGATE_BENCH_SERVER"); cfg != "" {
@@ -63,7 +71,9 @@ func benchServer(cfgPath string) int {
 		return 1
 	}
 	os.Setenv("SOFTHSM2_CONF", env.SoftHSMConf)
-	if n, err := strconv.Atoi(os.Getenv("HSMGATE_BENCH_GOMAXPROCS")); err == nil {
+	if env.Procs > 0 {
+		runtime.GOMAXPROCS(env.Procs)
+	} else if n, err := strconv.Atoi(os.Getenv("HSMGATE_BENCH_GOMAXPROCS")); err == nil {
 		runtime.GOMAXPROCS(n)
 	}
 	if prof := os.Getenv("HSMGATE_BENCH_CPUPROFILE"); prof != "" {
@@ -78,7 +88,7 @@ func benchServer(cfgPath string) int {
 	pool, err := hsmpool.Open(ctx, hsmpool.Options{
 		Modules:        []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}},
 		DomainKeyCheck: env.KCV,
-		InlineCalls:    os.Getenv("HSMGATE_BENCH_INLINE") != "",
+		InlineCalls:    benchInline(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -132,8 +142,9 @@ func benchServer(cfgPath string) int {
 
 // benchGateway is a gateway process started by startBenchGateway.
 type benchGateway struct {
-	url string // https://127.0.0.1:port/
-	pid int
+	url  string // https://127.0.0.1:port/
+	pid  int
+	stop func() // SIGTERM, then wait (also done when the benchmark ends)
 }
 
 // startBenchGateway starts a gateway process (this test binary in server mode,
@@ -154,10 +165,14 @@ func startBenchGateway(b *testing.B, env benchEnv) benchGateway {
 	if err := child.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		child.Process.Signal(syscall.SIGTERM)
-		child.Wait()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			child.Process.Signal(syscall.SIGTERM)
+			child.Wait()
+		})
+	}
+	b.Cleanup(stop)
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
 		b.Fatalf("gateway process: %q %v", line, err)
@@ -167,7 +182,7 @@ func startBenchGateway(b *testing.B, env benchEnv) benchGateway {
 		benchSocket = addr
 		addr = "127.0.0.1" // the name the certificate covers; the dialer ignores it
 	}
-	return benchGateway{url: "https://" + addr + "/", pid: child.Process.Pid}
+	return benchGateway{url: "https://" + addr + "/", pid: child.Process.Pid, stop: stop}
 }
 
 // benchUnixEnv makes the benchmark's gateway listen on a Unix domain
@@ -339,7 +354,12 @@ func selfCPU() time.Duration {
 // TLS with keep-alive from this process at 8 and 64 concurrent callers, and
 // measures the gateway's CPU per operation from /proc; in the same run it
 // measures the CPU per operation of the same operation called directly on
-// a pool in this process. b.N is not used: run with -benchtime 1x.
+// a pool in this process, by as many goroutines, with the same pool mode
+// (HSMGATE_BENCH_INLINE) and the same GOMAXPROCS as the gateway process.
+// Go's scheduler costs differ a lot between one P and several when every
+// call blocks in cgo, so both sides run at GOMAXPROCS=1 and at the number
+// of CPUs (sub-benchmarks procs=N; HSMGATE_BENCH_GOMAXPROCS picks one).
+// b.N is not used: run with -benchtime 1x.
 //
 //	go test ./gateway -run '^$' -bench GatewayCPU -benchtime 1x
 func BenchmarkGatewayCPU(b *testing.B) {
@@ -351,9 +371,6 @@ func BenchmarkGatewayCPU(b *testing.B) {
 	symID := benchKey(b, pool, store, hsmpool.AES256, hsmpool.UsageEncrypt, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", keys)
 	eccID := benchKey(b, pool, store, hsmpool.ECP256, hsmpool.UsageSign, "ECC_NIST_P256", "SIGN_VERIFY", keys)
 	store.Close()
-
-	gw := startBenchGateway(b, benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf, KCV: pool.DomainKeyCheck(), Dir: dir})
-	url := gw.url
 
 	ops := []struct {
 		name, target string
@@ -374,34 +391,46 @@ func BenchmarkGatewayCPU(b *testing.B) {
 				return err
 			}, eccID},
 	}
+	procsList := []int{1, runtime.NumCPU()}
+	if n, err := strconv.Atoi(os.Getenv("HSMGATE_BENCH_GOMAXPROCS")); err == nil && n > 0 {
+		procsList = []int{n}
+	} else if runtime.NumCPU() == 1 {
+		procsList = procsList[:1]
+	}
 	const window = 3 * time.Second
-	for _, callers := range []int{8, 64} {
-		client := benchClient(b, admin, callers)
-		for _, op := range ops {
-			b.Run(fmt.Sprintf("%s/callers=%d", op.name, callers), func(b *testing.B) {
-				call := kmsCall(client, url, op.target, op.body)
-				drive(b, callers, time.Second, call) // warm up connections and caches
-				before, _ := procCPU(gw.pid)
-				n, lat := drive(b, callers, window, call)
-				after, _ := procCPU(gw.pid)
-				gwCPU := float64((after - before).Microseconds()) / float64(n)
+	for _, procs := range procsList {
+		gw := startBenchGateway(b, benchEnv{Module: env.Module, PINFile: env.PINFile, SoftHSMConf: env.Conf,
+			KCV: pool.DomainKeyCheck(), Dir: dir, Procs: procs})
+		for _, callers := range []int{8, 64} {
+			client := benchClient(b, admin, callers)
+			for _, op := range ops {
+				b.Run(fmt.Sprintf("%s/callers=%d/procs=%d", op.name, callers, procs), func(b *testing.B) {
+					call := kmsCall(client, gw.url, op.target, op.body)
+					drive(b, callers, time.Second, call) // warm up connections and caches
+					before, _ := procCPU(gw.pid)
+					n, lat := drive(b, callers, window, call)
+					after, _ := procCPU(gw.pid)
+					gwCPU := float64((after - before).Microseconds()) / float64(n)
 
-				k := keys[op.key]
-				direct := func() error { return op.pool(ctx, k) }
-				drive(b, callers, time.Second/2, direct)
-				cpu0 := selfCPU()
-				pn, _ := drive(b, callers, window, direct)
-				poolCPU := float64((selfCPU() - cpu0).Microseconds()) / float64(pn)
+					k := keys[op.key]
+					direct := func() error { return op.pool(ctx, k) }
+					defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+					drive(b, callers, time.Second/2, direct)
+					cpu0 := selfCPU()
+					pn, _ := drive(b, callers, window, direct)
+					poolCPU := float64((selfCPU() - cpu0).Microseconds()) / float64(pn)
 
-				b.ReportMetric(gwCPU, "gw-cpu-µs/op")
-				b.ReportMetric(poolCPU, "pool-cpu-µs/op")
-				b.ReportMetric(gwCPU/poolCPU, "gw/pool-cpu")
-				b.ReportMetric(float64(n)/window.Seconds(), "gw-ops/s")
-				b.ReportMetric(float64(lat[len(lat)*50/100].Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-			})
+					b.ReportMetric(gwCPU, "gw-cpu-µs/op")
+					b.ReportMetric(poolCPU, "pool-cpu-µs/op")
+					b.ReportMetric(gwCPU/poolCPU, "gw/pool-cpu")
+					b.ReportMetric(float64(n)/window.Seconds(), "gw-ops/s")
+					b.ReportMetric(float64(lat[len(lat)*50/100].Microseconds())/1000, "p50-ms")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+				})
+			}
+			client.CloseIdleConnections()
 		}
-		client.CloseIdleConnections()
+		gw.stop()
 	}
 }
 
@@ -528,7 +557,8 @@ func benchSetup(b *testing.B, n int) (*testenv.SoftHSM, *hsmpool.Pool, *keystore
 	b.Helper()
 	env := testenv.NewSoftHSM(b, n)
 	ctx := context.Background()
-	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}}})
+	pool, err := hsmpool.Open(ctx, hsmpool.Options{Modules: []hsmpool.ModuleOptions{{Path: env.Module, PIN: hsmpool.PINSource{File: env.PINFile}}},
+		InlineCalls: benchInline()})
 	if err != nil {
 		b.Fatal(err)
 	}
