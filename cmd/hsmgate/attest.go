@@ -65,8 +65,9 @@ const (
 	swtpmLockFile = "swtpm.lock"
 )
 
-// imageManifest stands in for the firmware image manifest: the PKCS#11
-// modules the pool loads, which are what the gateway runs its keys on.
+// imageManifest stands in for the firmware image manifest when no image is
+// active: the PKCS#11 modules the pool loads, which are what the gateway
+// runs its keys on.
 type imageManifest struct {
 	Format  string           `json:"format"`
 	Note    string           `json:"note"`
@@ -78,7 +79,7 @@ type manifestModule struct {
 	SHA256 attest.HexBytes `json:"sha256"`
 }
 
-const manifestNote = "hsmgate has no firmware images yet: the image measured is the set of PKCS#11 modules the HSM pool loads"
+const manifestNote = "no firmware image is active: the image measured is the set of PKCS#11 modules the HSM pool loads"
 
 // bootMeasurements are what a boot measures, in measurement order, and
 // the image manifest (whose SHA-256 is the image digest).
