@@ -102,10 +102,15 @@ func approvalSeeds(t testing.TB) [][]byte {
 // that it is there (the fuzz targets run every seed in plain go test).
 func TestSeedCorpus(t *testing.T) {
 	for name, seeds := range map[string][][]byte{
-		"FuzzDecodeProposal":      proposalSeeds(t),
-		"FuzzDecodeApproval":      approvalSeeds(t),
-		"FuzzDecodeExportedKey":   exportSeeds(t),
-		"FuzzDecodeRecoveryShare": recoveryShareSeeds(t),
+		"FuzzDecodeProposal":          proposalSeeds(t),
+		"FuzzDecodeApproval":          approvalSeeds(t),
+		"FuzzDecodeExportedKey":       exportSeeds(t),
+		"FuzzDecodeRecoveryShare":     recoveryShareSeeds(t),
+		"FuzzDecodeSet":               setSeeds(t),
+		"FuzzDecodeOfficerPublicKey":  officerKeySeeds(t),
+		"FuzzDecodeProofOfPossession": possessionSeeds(t),
+		"FuzzDecodeEnvelope":          envelopeSeeds(t),
+		"FuzzDecodeShare":             shareSeeds(t),
 	} {
 		dir := filepath.Join("testdata", "fuzz", name)
 		if *update {
