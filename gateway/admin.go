@@ -206,6 +206,11 @@ type Admin struct {
 	Images *ImageService
 	// Gossip is the running cluster node's gossip keyring, or nil.
 	Gossip GossipKeyring
+	// QuorumLedger is where this gateway keeps its quorum replay ledger
+	// (Config.QuorumLedger). QuorumInit needs it: the path is the
+	// gateway's to choose, never the caller's. Empty elsewhere means the
+	// path recorded at QuorumInit.
+	QuorumLedger string
 }
 
 type adminHandler func(a *Admin, ctx context.Context, caller *kmsapi.Caller, body []byte) (any, error)
@@ -299,7 +304,8 @@ func operationName(target string) string {
 // admin serves an authenticated admin API request on the gateway.
 func (g *Gateway) admin(ctx context.Context, caller kmsapi.Caller, target string, body []byte) ([]byte, *kmsapi.Error) {
 	a := &Admin{Identities: g.identities, Account: g.cfg.Account, CACertificates: servingCACertificates, Log: g.log,
-		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution, Images: g.cfg.Images, Gossip: g.cfg.GossipKeys}
+		XKSStores: []string{}, KMS: g.service, OnQuorumExecuted: g.auditQuorumExecution, Images: g.cfg.Images, Gossip: g.cfg.GossipKeys,
+		QuorumLedger: g.cfg.QuorumLedger}
 	if g.cfg.XKS != nil {
 		for _, st := range g.cfg.XKS.Stores {
 			a.XKSStores = append(a.XKSStores, st.Name)

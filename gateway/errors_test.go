@@ -465,7 +465,8 @@ func (tg *testGateway) serveAudited(t *testing.T, x *gateway.XKSOptions) (gw *ga
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err = gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w, XKS: x})
+	gw, err = gateway.New(gateway.Config{Pool: tg.pool, Store: tg.store, Region: testRegion, Account: testAccount, Audit: w, XKS: x,
+		QuorumLedger: filepath.Join(tg.dir, gateway.QuorumLedgerFile)})
 	if err != nil {
 		t.Fatal(err)
 	}

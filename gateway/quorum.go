@@ -5,7 +5,7 @@ package gateway
 // with their approvals and rejections, and the execution of approved
 // operations through a quorum.Executor whose ledger is a bbolt file.
 //
-//	QuorumInit          {Set, ProofsOfPossession, ClusterId, Target, Ledger} -> QuorumStatus (admins)
+//	QuorumInit          {Set, ProofsOfPossession, ClusterId, Target} -> QuorumStatus (admins)
 //	QuorumLinkOfficer   {PrincipalName, Fingerprint} -> {} (admins)
 //	QuorumStatus        {} -> QuorumStatus
 //	QuorumPropose       {Proposal, ProofsOfPossession} -> QuorumProposal
@@ -101,7 +101,6 @@ type (
 		ProofsOfPossession [][]byte
 		ClusterId          string
 		Target             string
-		Ledger             string
 	}
 	QuorumLinkOfficerInput struct {
 		PrincipalName string
@@ -257,20 +256,21 @@ func (a *Admin) quorumInit(ctx context.Context, caller *kmsapi.Caller, req *Quor
 	if req.ClusterId == "" || req.Target == "" {
 		return nil, kmsapi.Errorf(kmsapi.ExValidation, "ClusterId and Target are required ([quorum] cluster_id and target).")
 	}
-	if !filepath.IsAbs(req.Ledger) {
-		return nil, kmsapi.Errorf(kmsapi.ExValidation, "Ledger must be an absolute path.")
+	ledger := a.QuorumLedger
+	if !filepath.IsAbs(ledger) {
+		return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "This gateway has no place configured for a quorum replay ledger.")
 	}
-	if err := os.MkdirAll(filepath.Dir(req.Ledger), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(ledger), 0o700); err != nil {
 		return nil, err
 	}
-	l, err := quorum.OpenBoltLedger(req.Ledger)
+	l, err := quorum.OpenBoltLedger(ledger)
 	if err != nil {
 		return nil, err
 	}
 	if err := l.Close(); err != nil {
 		return nil, err
 	}
-	st := &quorumState{Set: req.Set, ClusterID: req.ClusterId, Target: req.Target, Ledger: req.Ledger,
+	st := &quorumState{Set: req.Set, ClusterID: req.ClusterId, Target: req.Target, Ledger: ledger,
 		Links: map[string]string{}, Done: map[string]string{}}
 	if err := a.saveQuorum(st); err != nil {
 		return nil, err
@@ -477,9 +477,18 @@ func checkSetChange(cur, next *quorum.Set, pops []*quorum.ProofOfPossession) err
 	return quorum.VerifyPossession(next, added, pops)
 }
 
+// ledger is the replay ledger's path: this gateway's, or (for callers
+// that don't configure one) the path recorded at QuorumInit.
+func (a *Admin) ledger(st *quorumState) string {
+	if a.QuorumLedger != "" {
+		return a.QuorumLedger
+	}
+	return st.Ledger
+}
+
 // checkNotExecuted refuses a request id the ledger consumed.
 func (a *Admin) checkNotExecuted(st *quorumState, id quorum.RequestID) error {
-	l, err := quorum.OpenBoltLedger(st.Ledger)
+	l, err := quorum.OpenBoltLedger(a.ledger(st))
 	if err != nil {
 		return err
 	}
@@ -665,7 +674,7 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 // the operation's own failure behind a successful consumption).
 func (a *Admin) consume(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, proposal []byte, approvals []*quorum.Approval,
 	d quorum.Decision, now time.Time, opFailure *error, op func(*quorum.Proposal) error) error {
-	l, err := quorum.OpenBoltLedger(st.Ledger)
+	l, err := quorum.OpenBoltLedger(a.ledger(st))
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,11 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -140,16 +143,27 @@ func TestQuorumSetChangeOnline(t *testing.T) {
 		}
 		pops = append(pops, enc(t, pop))
 	}
-	init := gateway.QuorumInitInput{Set: enc(t, set1), ClusterId: "prod", Target: "gw-1",
-		Ledger: filepath.Join(tg.dir, gateway.QuorumLedgerFile), ProofsOfPossession: pops[:2]}
+	init := gateway.QuorumInitInput{Set: enc(t, set1), ClusterId: "prod", Target: "gw-1", ProofsOfPossession: pops[:2]}
 	// Every officer must prove possession; officers can't install a set.
 	admin.refused("QuorumInit", init, kmsapi.ExValidation, "no proof of possession")
 	init.ProofsOfPossession = pops
 	clients["alice"].refused("QuorumInit", init, kmsapi.ExAccessDenied, "not an administrator")
 	var st gateway.QuorumStatusOutput
-	admin.must("QuorumInit", init, &st)
+	// Where the replay ledger lives is the gateway's choice: a path in the
+	// request (older clients sent one) is ignored.
+	elsewhere := filepath.Join(t.TempDir(), "elsewhere", "ledger.db")
+	admin.must("QuorumInit", struct {
+		gateway.QuorumInitInput
+		Ledger string
+	}{init, elsewhere}, &st)
 	if st.Epoch != 1 || len(st.Officers) != 3 {
 		t.Fatalf("QuorumInit: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Dir(elsewhere)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("QuorumInit made the caller's ledger folder (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(tg.dir, gateway.QuorumLedgerFile)); err != nil {
+		t.Errorf("no ledger in the gateway's data folder: %v", err)
 	}
 	admin.refused("QuorumInit", init, kmsapi.ExAlreadyExists, "installed already")
 	for _, n := range names {

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -67,8 +66,7 @@ func startOfficerGateway(t *testing.T) *officerGateway {
 		}
 		pops = append(pops, enc(t, pop))
 	}
-	og.admin.must("QuorumInit", gateway.QuorumInitInput{Set: enc(t, og.set), ProofsOfPossession: pops, ClusterId: "prod", Target: "gw-1",
-		Ledger: filepath.Join(tg.dir, gateway.QuorumLedgerFile)}, nil)
+	og.admin.must("QuorumInit", gateway.QuorumInitInput{Set: enc(t, og.set), ProofsOfPossession: pops, ClusterId: "prod", Target: "gw-1"}, nil)
 	for n, k := range og.keys {
 		og.admin.must("QuorumLinkOfficer", gateway.QuorumLinkOfficerInput{PrincipalName: n, Fingerprint: k.Fingerprint().String()}, nil)
 	}

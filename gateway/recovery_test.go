@@ -38,13 +38,13 @@ func recoverySetup(t *testing.T) (*keystore.Store, *hsmpool.Pool, []*quorum.Offi
 		keys = append(keys, k)
 		set.Officers = append(set.Officers, k.Public())
 	}
-	in := gateway.QuorumInitInput{Set: enc(t, set), ClusterId: "prod", Target: "gw-1", Ledger: filepath.Join(dir, "ledger.db")}
+	in := gateway.QuorumInitInput{Set: enc(t, set), ClusterId: "prod", Target: "gw-1"}
 	for _, k := range keys {
 		pop, _ := k.ProvePossession(set)
 		in.ProofsOfPossession = append(in.ProofsOfPossession, enc(t, pop))
 	}
 	body, _ := json.Marshal(in)
-	a := &gateway.Admin{Identities: &gateway.Identities{Store: store}, Account: testAccount}
+	a := &gateway.Admin{Identities: &gateway.Identities{Store: store}, Account: testAccount, QuorumLedger: filepath.Join(dir, "ledger.db")}
 	if _, apiErr := a.Do(context.Background(), kmsapi.Caller{Principal: "(test)", Admin: true}, "HsmGate.QuorumInit", body); apiErr != nil {
 		t.Fatal(apiErr)
 	}

@@ -85,6 +85,10 @@ type Config struct {
 	// Images, when set, serves the firmware image operations and runs
 	// approved activations (images.go).
 	Images *ImageService
+	// QuorumLedger is the absolute path of the quorum replay ledger, a
+	// bbolt file of this node (hsmgate serve: <data>/quorum/ledger.db).
+	// QuorumInit puts it there; empty means QuorumInit is refused.
+	QuorumLedger string
 	// Wrap, when set, wraps the gateway's handler (in a cluster: load
 	// metering and failover to peers, package cluster).
 	Wrap func(http.Handler) http.Handler

@@ -106,10 +106,15 @@ func (pc *principalCmd) withAdmin(needPool bool, f func(call adminCall) error) (
 			err = errors.Join(err, fmt.Errorf("%s: close the keystore: %w", pc.name, cerr))
 		}
 	}()
+	ledger, err := filepath.Abs(filepath.Join(pc.dataDir, gateway.QuorumLedgerFile))
+	if err != nil {
+		return err
+	}
 	run := func(pool *hsmpool.Pool) error {
 		admin := &gateway.Admin{
-			Identities: &gateway.Identities{Store: store, Pool: pool},
-			Account:    opts.Account,
+			Identities:   &gateway.Identities{Store: store, Pool: pool},
+			Account:      opts.Account,
+			QuorumLedger: ledger,
 			CACertificates: func(context.Context) ([]*x509.Certificate, error) {
 				return readCerts(filepath.Join(pc.dataDir, gateway.CACertFile))
 			},

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
@@ -125,15 +124,12 @@ func runQuorumInit(pc *principalCmd, setFile string, popFiles []string, cluster,
 		}
 		in.ProofsOfPossession = append(in.ProofsOfPossession, pop)
 	}
-	if in.Ledger, err = filepath.Abs(filepath.Join(pc.dataDir, gateway.QuorumLedgerFile)); err != nil {
-		return fmt.Errorf("%s: %w", pc.name, err)
-	}
 	return pc.withAdmin(false, func(call adminCall) error {
 		var st gateway.QuorumStatusOutput
 		if err := call("QuorumInit", in, &st); err != nil {
 			return pc.fail(err, "")
 		}
-		fmt.Fprintf(pc.stdout, "quorum set installed; ledger %s\n", in.Ledger)
+		fmt.Fprintln(pc.stdout, "quorum set installed")
 		printQuorumStatus(pc.stdout, st)
 		fmt.Fprintf(pc.stdout, "link each officer to a principal: hsmgate quorum link PRINCIPAL FINGERPRINT\n")
 		return nil

@@ -156,9 +156,9 @@ func (q *initQuorum) install(ctx context.Context, dataDir string, cfg *config.Co
 	if err != nil {
 		return err
 	}
-	call := inProcessAdmin(&gateway.Admin{Identities: &gateway.Identities{Store: store}, Account: cfg.Gateway.Account}, ctx)
+	call := inProcessAdmin(&gateway.Admin{Identities: &gateway.Identities{Store: store}, Account: cfg.Gateway.Account, QuorumLedger: ledger}, ctx)
 	var st gateway.QuorumStatusOutput
-	if err := call("QuorumInit", gateway.QuorumInitInput{Set: q.setRaw, ProofsOfPossession: q.pops, ClusterId: q.cluster, Target: q.target, Ledger: ledger}, &st); err != nil {
+	if err := call("QuorumInit", gateway.QuorumInitInput{Set: q.setRaw, ProofsOfPossession: q.pops, ClusterId: q.cluster, Target: q.target}, &st); err != nil {
 		return fmt.Errorf("install the quorum set: %w", err)
 	}
 	cfg.Quorum = &config.Quorum{ClusterID: q.cluster, Target: q.target}

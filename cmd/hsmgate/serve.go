@@ -156,6 +156,10 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 	if boot != nil {
 		attestation = boot.options(cert.Leaf)
 	}
+	quorumLedger, err := filepath.Abs(filepath.Join(dataDir, gateway.QuorumLedgerFile))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	gw, err := gateway.New(gateway.Config{
 		Pool:           pool,
 		Store:          store,
@@ -168,6 +172,7 @@ func runServe(ctx context.Context, dataDir, listen string, stdout io.Writer, log
 		XKS:            xksOptions(cfg),
 		Attestation:    attestation,
 		Images:         imgSvc,
+		QuorumLedger:   quorumLedger,
 		RunSchedule:    leaderOnly(raftNode),
 		Wrap:           wrap,
 		Fleet:          fleet,

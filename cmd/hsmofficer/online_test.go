@@ -109,6 +109,7 @@ func startOnline(t *testing.T) *onlineEnv {
 	caFile := filepath.Join(g.Dir, gateway.CACertFile)
 	e := &onlineEnv{t: t, g: g, dir: t.TempDir(), keys: map[string]*quorum.OfficerKey{}, flags: map[string][]string{}}
 	e.admin = &gateway.Admin{Identities: &gateway.Identities{Store: g.Store, Pool: g.Pool}, Account: gatewaytest.Account,
+		QuorumLedger: filepath.Join(g.Dir, gateway.QuorumLedgerFile),
 		CACertificates: func(context.Context) ([]*x509.Certificate, error) {
 			raw, err := os.ReadFile(caFile)
 			if err != nil {
@@ -131,7 +132,7 @@ func startOnline(t *testing.T) *onlineEnv {
 		return m
 	}
 	e.set1 = &quorum.Set{Epoch: 1, Thresholds: e.th(2), Officers: []quorum.OfficerPublicKey{e.keys["alice"].Public(), e.keys["bob"].Public(), e.keys["carol"].Public()}}
-	in := gateway.QuorumInitInput{Set: e.enc(e.set1), ClusterId: "prod", Target: "gw-1", Ledger: filepath.Join(g.Dir, gateway.QuorumLedgerFile)}
+	in := gateway.QuorumInitInput{Set: e.enc(e.set1), ClusterId: "prod", Target: "gw-1"}
 	for _, n := range names[:3] {
 		pop, _ := e.keys[n].ProvePossession(e.set1)
 		in.ProofsOfPossession = append(in.ProofsOfPossession, e.enc(pop))

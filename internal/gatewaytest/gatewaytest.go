@@ -79,6 +79,9 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 		t.Fatal(err)
 	}
 	gc.Pool, gc.Store = pool, store
+	if gc.QuorumLedger == "" {
+		gc.QuorumLedger = filepath.Join(dir, gateway.QuorumLedgerFile)
+	}
 	gw, err := gateway.New(gc)
 	if err != nil {
 		t.Fatal(err)
