@@ -351,6 +351,14 @@ func (a *Admin) Do(ctx context.Context, caller kmsapi.Caller, target string, bod
 		return nil, kmsapi.Errorf(kmsapi.ExInternal, "%s needs the HSM pool, which is not open.", name)
 	}
 	resp, err := h(a, ctx, &caller, body)
+	// A quorum operation that lost a race to change the quorum state (in
+	// a cluster, with another node) read a state that is gone: it runs
+	// again on the current one. What it changes is written last, so the
+	// refused write was its only effect (an execution records its outcome
+	// with updateQuorum, which retries by itself).
+	for i := 0; errors.Is(err, keystore.ErrConflict) && i < quorumRetries; i++ {
+		resp, err = h(a, ctx, &caller, body)
+	}
 	if err != nil {
 		return nil, a.toAPI(name, err)
 	}
@@ -379,6 +387,8 @@ func (a *Admin) toAPI(op string, err error) *kmsapi.Error {
 		return kmsapi.Errorf(kmsapi.ExValidation, "%s", strings.TrimSuffix(msg, ": "+keystore.ErrInvalid.Error()))
 	case errors.Is(err, keystore.ErrLimit):
 		return kmsapi.Errorf(kmsapi.ExLimitExceeded, "%s", err.Error())
+	case errors.Is(err, keystore.ErrConflict):
+		return kmsapi.Errorf(kmsapi.ExThrottling, "The quorum state kept changing under this request (other gateways of the cluster were changing it). Retry.")
 	case errors.Is(err, hsmpool.ErrThrottled):
 		return kmsapi.Errorf(kmsapi.ExThrottling, "Rate exceeded: every HSM session is busy. Retry with backoff.")
 	case errors.Is(err, hsmpool.ErrTimeout), errors.Is(err, hsmpool.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -130,7 +130,9 @@ func (a *Admin) imageTrustInstall(ctx context.Context, caller *kmsapi.Caller, re
 	if err != nil {
 		return nil, imageRefused(err)
 	}
-	if err := a.Identities.Store.Apply(&keystore.SetMeta{Name: metaImageTrust, Value: req.Trust}); err != nil {
+	// Only over no trust at all: another node may have installed one since.
+	absent := keystore.MetaSHA256(nil)
+	if err := a.Identities.Store.Apply(&keystore.SetMeta{Name: metaImageTrust, Value: req.Trust, IfSHA256: absent[:]}); err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(req.Trust)

@@ -70,6 +70,12 @@ type quorumState struct {
 	// Results of executed proposals other than set changes, by request
 	// id (hex): what the officers and the proposer fetch afterwards.
 	Results map[string]*quorumResult `json:",omitempty"`
+
+	// loaded is the SHA-256 of the stored state this was read from:
+	// saveQuorum writes only over that (keystore.SetMeta.IfSHA256), so
+	// two gateways of a cluster changing the state at once can't lose
+	// either's change.
+	loaded [32]byte
 }
 
 // quorumResult is what an executed proposal produced: for a key export
@@ -184,7 +190,7 @@ func (a *Admin) loadQuorum() (*quorumState, *quorum.Set, error) {
 	if len(raw) == 0 {
 		return nil, nil, kmsapi.Errorf(kmsapi.ExInvalidState, "No quorum set is installed (hsmgate quorum init).")
 	}
-	st := &quorumState{}
+	st := &quorumState{loaded: keystore.MetaSHA256(raw)}
 	if err := json.Unmarshal(raw, st); err != nil {
 		return nil, nil, fmt.Errorf("quorum state: %w", err)
 	}
@@ -206,7 +212,35 @@ func (a *Admin) saveQuorum(st *quorumState) error {
 	if err != nil {
 		return err
 	}
-	return a.Identities.Store.Apply(&keystore.SetMeta{Name: quorumMetaName, Value: raw})
+	if err := a.Identities.Store.Apply(&keystore.SetMeta{Name: quorumMetaName, Value: raw, IfSHA256: st.loaded[:]}); err != nil {
+		return err
+	}
+	st.loaded = keystore.MetaSHA256(raw)
+	return nil
+}
+
+// quorumRetries bounds how often a quorum change is redone after another
+// writer changed the state first.
+const quorumRetries = 8
+
+// updateQuorum applies change to the stored state and saves it, reading
+// the state afresh and applying change again when another writer (another
+// node of the cluster) saved in between. change must depend only on the
+// state it is given.
+func (a *Admin) updateQuorum(change func(st *quorumState, set *quorum.Set) error) error {
+	for range quorumRetries {
+		st, set, err := a.loadQuorum()
+		if err != nil {
+			return err
+		}
+		if err := change(st, set); err != nil {
+			return err
+		}
+		if err := a.saveQuorum(st); !errors.Is(err, keystore.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("the quorum state kept changing under this update: %w", keystore.ErrConflict)
 }
 
 // officerOf is the fingerprint of the current set's officer linked to
@@ -271,7 +305,7 @@ func (a *Admin) quorumInit(ctx context.Context, caller *kmsapi.Caller, req *Quor
 		return nil, err
 	}
 	st := &quorumState{Set: req.Set, ClusterID: req.ClusterId, Target: req.Target, Ledger: ledger,
-		Links: map[string]string{}, Done: map[string]string{}}
+		Links: map[string]string{}, Done: map[string]string{}, loaded: keystore.MetaSHA256(nil)}
 	if err := a.saveQuorum(st); err != nil {
 		return nil, err
 	}
@@ -500,7 +534,39 @@ func (a *Admin) checkNotExecuted(st *quorumState, id quorum.RequestID) error {
 	if used {
 		return quorumRefused(fmt.Errorf("%w: request %s was executed at %s", quorum.ErrReplay, id, at.UTC().Format(time.RFC3339)))
 	}
+	if when, err := a.Identities.Store.Meta(consumedMetaPrefix + id.String()); err != nil {
+		return err
+	} else if when != nil {
+		return quorumRefused(fmt.Errorf("%w: request %s was executed at %s (by this or another gateway of the cluster)", quorum.ErrReplay, id, when))
+	}
 	return nil
+}
+
+// consumedMetaPrefix names the keystore record of a consumed request id.
+const consumedMetaPrefix = "quorum-consumed/"
+
+// clusterLedger consumes a request id in the keystore, then in this
+// gateway's own ledger file. The keystore's write is conditional on the id
+// being new and, in a cluster, is applied in one order on every node: of
+// two gateways executing the same approved proposal at once, exactly one
+// consumes it and the other gets ErrReplay.
+type clusterLedger struct {
+	store *keystore.Store
+	local quorum.Ledger
+	now   time.Time
+}
+
+func (l clusterLedger) Consume(id quorum.RequestID) error {
+	absent := keystore.MetaSHA256(nil)
+	err := l.store.Apply(&keystore.SetMeta{Name: consumedMetaPrefix + id.String(),
+		Value: []byte(l.now.UTC().Format(time.RFC3339)), IfSHA256: absent[:]})
+	if errors.Is(err, keystore.ErrConflict) {
+		return fmt.Errorf("%w: request %s (consumed by this or another gateway of the cluster)", quorum.ErrReplay, id)
+	}
+	if err != nil {
+		return err
+	}
+	return l.local.Consume(id)
 }
 
 func (a *Admin) quorumList(_ context.Context, caller *kmsapi.Caller, _ *adminEmpty) (*QuorumListOutput, error) {
@@ -651,13 +717,15 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 			return err
 		}
 		voided := fmt.Sprintf("void: the quorum set changed to epoch %d", next.Epoch)
-		for _, other := range st.Pending {
-			h := quorum.ProposalHash(other.Proposal)
-			st.Done[hex.EncodeToString(h[:])] = voided
-		}
-		st.Done[hx] = fmt.Sprintf("%s: request %s (%s) was executed; the quorum set is now at epoch %d", quorum.ErrReplay, p.RequestID, p.Kind, next.Epoch)
-		st.Set, st.Pending = nextRaw, nil
-		return a.saveQuorum(st)
+		return a.updateQuorum(func(st *quorumState, _ *quorum.Set) error {
+			for _, other := range st.Pending {
+				h := quorum.ProposalHash(other.Proposal)
+				st.Done[hex.EncodeToString(h[:])] = voided
+			}
+			st.Done[hx] = fmt.Sprintf("%s: request %s (%s) was executed; the quorum set is now at epoch %d", quorum.ErrReplay, p.RequestID, p.Kind, next.Epoch)
+			st.Set, st.Pending = nextRaw, nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -679,7 +747,7 @@ func (a *Admin) consume(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 		return err
 	}
 	defer l.Close()
-	ex := &quorum.Executor{Ledger: l, Scope: st.scope(), Now: func() time.Time { return now }}
+	ex := &quorum.Executor{Ledger: clusterLedger{store: a.Identities.Store, local: l, now: now}, Scope: st.scope(), Now: func() time.Time { return now }}
 	ran := false // the request id was consumed
 	_, err = ex.Execute(set, proposal, approvals, func(p *quorum.Proposal) error {
 		ran = true
@@ -768,19 +836,12 @@ func (a *Admin) unlinkOfficer(principal string) error {
 	if err != nil || len(raw) == 0 {
 		return err
 	}
-	st, _, err := a.loadQuorum()
-	if err != nil {
-		return err
-	}
-	changed := false
-	for fp, p := range st.Links {
-		if p == principal {
-			delete(st.Links, fp)
-			changed = true
+	return a.updateQuorum(func(st *quorumState, _ *quorum.Set) error {
+		for fp, p := range st.Links {
+			if p == principal {
+				delete(st.Links, fp)
+			}
 		}
-	}
-	if !changed {
 		return nil
-	}
-	return a.saveQuorum(st)
+	})
 }

@@ -103,16 +103,29 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 	if err != nil {
 		return nil, quorumRefused(err)
 	}
-	drop := func(why string) error {
-		st.Pending = slices.DeleteFunc(st.Pending, func(x *pendingProposal) bool { return x == pp })
-		st.Done[hx] = why
-		return a.saveQuorum(st)
+	// drop closes the proposal on the stored state as it is now (another
+	// gateway of the cluster may have changed it since it was read).
+	drop := func(why string, res *quorumResult) error {
+		return a.updateQuorum(func(st *quorumState, _ *quorum.Set) error {
+			st.Pending = slices.DeleteFunc(st.Pending, func(x *pendingProposal) bool {
+				h := quorum.ProposalHash(x.Proposal)
+				return hex.EncodeToString(h[:]) == hx
+			})
+			st.Done[hx] = why
+			if res != nil {
+				if st.Results == nil {
+					st.Results = map[string]*quorumResult{}
+				}
+				st.Results[p.RequestID.String()] = res
+			}
+			return nil
+		})
 	}
 	// The policy or the key may have changed since the proposal: a
 	// proposal that can no longer run is closed without consuming it.
 	run, err := a.prepare(ctx, pp.Proposer, p, d.ProposalHash, pp.Attachment)
 	if err != nil {
-		if serr := drop("approved, but could not run: " + errorText(err)); serr != nil {
+		if serr := drop("approved, but could not run: "+errorText(err), nil); serr != nil {
 			return nil, serr
 		}
 		a.changed(ctx, "QuorumExecute", caller, "request_id", d.RequestID.String(), "kind", d.Kind, "refused", errorText(err))
@@ -128,11 +141,7 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 			res.Error = errorText(runErr)
 			why += " and failed: " + res.Error
 		}
-		if st.Results == nil {
-			st.Results = map[string]*quorumResult{}
-		}
-		st.Results[p.RequestID.String()] = res
-		return drop(why)
+		return drop(why, res)
 	})
 	if err != nil {
 		return nil, err

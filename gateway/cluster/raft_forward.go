@@ -82,6 +82,7 @@ var raftErrorCodes = []struct {
 	{"invalid", keystore.ErrInvalid},
 	{"limit", keystore.ErrLimit},
 	{"mismatch", keystore.ErrMismatch},
+	{"conflict", keystore.ErrConflict},
 	{"outcome_unknown", ErrWriteOutcomeUnknown},
 	{"not_leader", errRaftRetry},
 }

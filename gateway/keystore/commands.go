@@ -1,7 +1,9 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -537,6 +539,12 @@ func (c *DeletePrincipal) apply(t *txn) error {
 type SetMeta struct {
 	Name  string
 	Value []byte
+	// IfSHA256, when set, makes the write conditional: it applies only if
+	// the SHA-256 of the value it replaces is this (MetaSHA256 of what the
+	// writer read; an absent value hashes as an empty one), and fails with
+	// ErrConflict otherwise. Applied in log order on every node, so in a
+	// cluster it is a compare-and-set across nodes.
+	IfSHA256 []byte `json:",omitempty"`
 }
 
 func (c *SetMeta) op() string { return "SetMeta" }
@@ -544,9 +552,25 @@ func (c *SetMeta) apply(t *txn) error {
 	if t.meta == nil {
 		t.meta = map[string][]byte{}
 	}
+	if c.IfSHA256 != nil {
+		cur, staged := t.meta[c.Name]
+		if !staged {
+			var err error
+			if cur, err = t.s.Meta(c.Name); err != nil {
+				return err
+			}
+		}
+		if h := MetaSHA256(cur); !bytes.Equal(h[:], c.IfSHA256) {
+			return fmt.Errorf("%w: %s", ErrConflict, c.Name)
+		}
+	}
 	t.meta[c.Name] = c.Value
 	return nil
 }
+
+// MetaSHA256 is the digest SetMeta.IfSHA256 compares: of the value read
+// with Store.Meta (nil for an absent value).
+func MetaSHA256(value []byte) [32]byte { return sha256.Sum256(value) }
 
 // PutKeyPolicy replaces a key's policy document.
 type PutKeyPolicy struct {

@@ -38,6 +38,10 @@ var (
 	ErrInvalid       = errors.New("invalid")
 	ErrLimit         = errors.New("limit exceeded")
 	ErrMismatch      = errors.New("does not match")
+	// ErrConflict: a conditional write (SetMeta.IfSHA256) found the value
+	// changed since it was read, by another writer (in a cluster, perhaps
+	// on another node). Read again and retry.
+	ErrConflict = errors.New("changed concurrently")
 )
 
 // Key states, as AWS KMS names them.

@@ -211,11 +211,11 @@ func (s *Store) Empty() (bool, error) {
 }
 
 // Refused reports whether err is a command's own refusal (ErrNotFound,
-// ErrAlreadyExists, ErrInvalid, ErrLimit, ErrMismatch): the same on every
+// ErrAlreadyExists, ErrInvalid, ErrLimit, ErrMismatch, ErrConflict): the same on every
 // node that applies the same command to the same state. Any other error
 // from ApplyBytes or ApplyLogEntry is a storage failure of this node.
 func Refused(err error) bool {
-	for _, e := range []error{ErrNotFound, ErrAlreadyExists, ErrInvalid, ErrLimit, ErrMismatch} {
+	for _, e := range []error{ErrNotFound, ErrAlreadyExists, ErrInvalid, ErrLimit, ErrMismatch, ErrConflict} {
 		if errors.Is(err, e) {
 			return true
 		}
