@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -20,6 +21,7 @@ func TestRaftWireErrorsRoundTrip(t *testing.T) {
 		{keystore.ErrInvalid, []error{keystore.ErrInvalid}},
 		{keystore.ErrLimit, []error{keystore.ErrLimit}},
 		{keystore.ErrMismatch, []error{keystore.ErrMismatch}},
+		{fmt.Errorf("%w: quorum-state", keystore.ErrConflict), []error{keystore.ErrConflict}},
 		{&NoQuorumError{Reachable: 1, Voters: 3, InFlight: true}, []error{ErrNoQuorum, keystore.ErrUnavailable}},
 		{ErrWriteOutcomeUnknown, []error{ErrWriteOutcomeUnknown, keystore.ErrUnavailable}},
 		{errRaftRetry, []error{errRaftRetry}},

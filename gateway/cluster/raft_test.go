@@ -49,6 +49,23 @@ func TestRaftReplicatesCommands(t *testing.T) {
 			t.Errorf("unknown key through %s: %v", n.id, err)
 		}
 	}
+	// A conditional write is a compare-and-set across the nodes: of two
+	// nodes that read the same value, the second to write loses, wherever
+	// it wrote.
+	absent := keystore.MetaSHA256(nil)
+	if err := leader.store.Apply(&keystore.SetMeta{Name: "cas", Value: []byte("leader"), IfSHA256: absent[:]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.store.Apply(&keystore.SetMeta{Name: "cas", Value: []byte("follower"), IfSHA256: absent[:]}); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("a stale conditional write through a follower: %v, want ErrConflict", err)
+	}
+	read := keystore.MetaSHA256([]byte("leader"))
+	if err := follower.store.Apply(&keystore.SetMeta{Name: "cas", Value: []byte("follower"), IfSHA256: read[:]}); err != nil {
+		t.Fatalf("a current conditional write through a follower: %v", err)
+	}
+	if v, _ := follower.store.Meta("cas"); string(v) != "follower" {
+		t.Fatalf("the follower reads %q", v)
+	}
 	// The same command, applied on every node, leaves the same state.
 	if err := follower.store.Apply(&keystore.ReserveEncryptions{KeyID: "k-leader", Version: 1, Count: 7}); err != nil {
 		t.Fatal(err)
