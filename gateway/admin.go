@@ -350,6 +350,13 @@ func (a *Admin) Do(ctx context.Context, caller kmsapi.Caller, target string, bod
 	if AdminNeedsPool(name) && a.Identities.Pool == nil {
 		return nil, kmsapi.Errorf(kmsapi.ExInternal, "%s needs the HSM pool, which is not open.", name)
 	}
+	// In a cluster, first hold every change the cluster has committed, so
+	// that what was just done through another node (a principal created,
+	// a proposal submitted) is seen here. Admin calls are rare; a node cut
+	// off from its leader answers from what it holds after a short wait.
+	catchUp, cancel := context.WithTimeout(ctx, adminCatchUpWait)
+	a.Identities.Store.CatchUp(catchUp)
+	cancel()
 	resp, err := h(a, ctx, &caller, body)
 	// A quorum operation that lost a race to change the quorum state (in
 	// a cluster, with another node) read a state that is gone: it runs
@@ -368,6 +375,9 @@ func (a *Admin) Do(ctx context.Context, caller kmsapi.Caller, target string, bod
 	}
 	return out, nil
 }
+
+// adminCatchUpWait bounds the read barrier before an admin operation.
+const adminCatchUpWait = 2 * time.Second
 
 // toAPI maps an internal error to the wire, as kmsapi does for KMS
 // operations. Messages of our own packages name principals, access key

@@ -520,9 +520,19 @@ func (a *Admin) ledger(st *quorumState) string {
 	return st.Ledger
 }
 
+// openLedger opens this gateway's ledger file, creating it (and its
+// folder) on first use: in a cluster, QuorumInit ran on one node only.
+func (a *Admin) openLedger(st *quorumState) (*quorum.BoltLedger, error) {
+	path := a.ledger(st)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return quorum.OpenBoltLedger(path)
+}
+
 // checkNotExecuted refuses a request id the ledger consumed.
 func (a *Admin) checkNotExecuted(st *quorumState, id quorum.RequestID) error {
-	l, err := quorum.OpenBoltLedger(a.ledger(st))
+	l, err := a.openLedger(st)
 	if err != nil {
 		return err
 	}
@@ -742,7 +752,7 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 // the operation's own failure behind a successful consumption).
 func (a *Admin) consume(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, proposal []byte, approvals []*quorum.Approval,
 	d quorum.Decision, now time.Time, opFailure *error, op func(*quorum.Proposal) error) error {
-	l, err := quorum.OpenBoltLedger(a.ledger(st))
+	l, err := a.openLedger(st)
 	if err != nil {
 		return err
 	}

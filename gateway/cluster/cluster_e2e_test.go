@@ -134,7 +134,8 @@ func startE2ECluster(t testing.TB) ([]*e2eNode, *gateway.AdminCredentials, *x509
 			return &gateway.ForwardedRequest{Principal: fr.Principal, SourceIP: fr.SourceIP}, nil
 		}
 		gw, err := gateway.New(gateway.Config{Pool: pool, Store: n.raft.store, Region: e2eRegion, Account: gatewaytest.Account,
-			Logger: slog.New(slog.DiscardHandler), Forwarded: forwarded})
+			Logger: slog.New(slog.DiscardHandler), Forwarded: forwarded,
+			QuorumLedger: filepath.Join(dir, gateway.QuorumLedgerFile)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,12 +206,15 @@ func startE2ECluster(t testing.TB) ([]*e2eNode, *gateway.AdminCredentials, *x509
 func memoryServerCert(t testing.TB) tls.Certificate {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca, err := pki.NewCA(caKey, "test in-memory CA", time.Hour, time.Now())
+	// One clock reading for both: the leaf must not outlive its CA (two
+	// readings a second apart made that flaky).
+	now := time.Now()
+	ca, err := pki.NewCA(caKey, "test in-memory CA", 2*time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf, err := pki.IssueServer(ca, caKey, key.Public(), []string{"127.0.0.1", "localhost"}, time.Hour, time.Now())
+	leaf, err := pki.IssueServer(ca, caKey, key.Public(), []string{"127.0.0.1", "localhost"}, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}
