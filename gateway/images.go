@@ -212,15 +212,22 @@ func (a *Admin) mayReadQuorum(caller *kmsapi.Caller) error {
 
 // prepareImage checks a firmware-activation or release-trust proposal and
 // returns the function that runs it (see prepare).
+// errActivationElsewhere marks why a firmware activation can't run on
+// this gateway although it may on another (in a cluster, each node
+// activates images into its own store): the image is not staged here, or
+// images or the serving gateway's boot hooks are not configured here.
+var errActivationElsewhere = errors.New("the firmware activation can't run on this gateway")
+
 func (a *Admin) prepareImage(p *quorum.Proposal, attachment []byte) (func(context.Context) ([]byte, error), error) {
 	switch params := p.Params.(type) {
 	case *quorum.FirmwareActivationParams:
 		svc, err := a.imageService()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errActivationElsewhere, err)
 		}
 		if svc.OnActivated == nil {
-			return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "Firmware activations run on the serving gateway, which reseals its boot secrets to the new image.")
+			return nil, fmt.Errorf("%w: %w", errActivationElsewhere,
+				kmsapi.Errorf(kmsapi.ExUnsupported, "Firmware activations run on the serving gateway, which reseals its boot secrets to the new image."))
 		}
 		st, err := a.imageStore()
 		if err != nil {
@@ -228,7 +235,9 @@ func (a *Admin) prepareImage(p *quorum.Proposal, attachment []byte) (func(contex
 		}
 		var d images.Digest
 		copy(d[:], params.ImageSHA256)
-		if _, err := st.CheckActivation(d, params.Version); err != nil {
+		if _, err := st.CheckActivation(d, params.Version); errors.Is(err, images.ErrNotStaged) {
+			return nil, fmt.Errorf("%w: %w", errActivationElsewhere, imageRefused(err))
+		} else if err != nil {
 			return nil, imageRefused(err)
 		}
 		return func(ctx context.Context) ([]byte, error) {

@@ -3,10 +3,12 @@ package gateway
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hsmgate/hsmgate/gateway/keystore"
+	"github.com/hsmgate/hsmgate/gateway/kmsapi"
 	"github.com/hsmgate/hsmgate/quorum"
 )
 
@@ -119,5 +121,78 @@ func TestQuorumStateNoLostUpdate(t *testing.T) {
 	}
 	if final.Links[ks[0].Fingerprint().String()] != "alice" || final.Links[ks[1].Fingerprint().String()] != "bob" || final.Done["p1"] == "" {
 		t.Fatalf("a change was lost: links %v, done %v", final.Links, final.Done)
+	}
+}
+
+// TestFirmwareApprovalOnAnotherNode: in a cluster each node activates
+// images into its own store. The approval that would complete a firmware
+// activation, sent to a node where the image can't be activated, is
+// refused without closing the proposal, recording the approval or
+// consuming the request id: sent to the right node, it still runs.
+func TestFirmwareApprovalOnAnotherNode(t *testing.T) {
+	store := casStore(t)
+	dir := t.TempDir()
+	a := &Admin{Identities: &Identities{Store: store}, QuorumLedger: filepath.Join(dir, "ledger.db")}
+	if err := a.Identities.CreatePrincipal(PrincipalSpec{Name: "ops", Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := quorum.GenerateOfficerKey("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := quorum.GenerateOfficerKey("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &quorum.Set{Epoch: 1, Officers: []quorum.OfficerPublicKey{alice.Public(), bob.Public()}, Thresholds: map[quorum.Kind]int{}}
+	for _, k := range quorum.Kinds {
+		set.Thresholds[k] = 2
+	}
+	rawSet, err := set.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	p, err := quorum.NewProposal(set, &quorum.FirmwareActivationParams{Version: "2.0.0", ImageSHA256: make([]byte, 32)},
+		quorum.Header{ClusterID: "c", Target: "t", Requester: "ops", NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawP, err := p.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := alice.Approve(rawP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawFirst, _ := first.Encode()
+	st := &quorumState{Set: rawSet, ClusterID: "c", Target: "t", Ledger: a.QuorumLedger,
+		Links: map[string]string{alice.Fingerprint().String(): "alice", bob.Fingerprint().String(): "bob"},
+		Done:  map[string]string{}, loaded: keystore.MetaSHA256(nil),
+		Pending: []*pendingProposal{{Proposal: rawP, Proposer: "ops", Created: now.Unix(), Approvals: [][]byte{rawFirst}}}}
+	if err := a.saveQuorum(st); err != nil {
+		t.Fatal(err)
+	}
+	second, err := bob.Approve(rawP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSecond, _ := second.Encode()
+	// This node has no [images]: the activation can't run here.
+	_, err = a.quorumApprove(t.Context(), &kmsapi.Caller{Principal: "bob"}, &QuorumApproveInput{Approval: rawSecond})
+	var apiErr *kmsapi.Error
+	if !errors.As(err, &apiErr) || apiErr.Type != kmsapi.ExInvalidState || !strings.Contains(apiErr.Message, "submit the approval there") {
+		t.Fatalf("approval on a node without the image = %v, want a refusal that names where to send it", err)
+	}
+	after, _, err := a.loadQuorum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Pending) != 1 || len(after.Pending[0].Approvals) != 1 || len(after.Done) != 0 {
+		t.Fatalf("the proposal changed: %d pending (%d approvals), done %v", len(after.Pending), len(after.Pending[0].Approvals), after.Done)
+	}
+	if when, _ := store.Meta(consumedMetaPrefix + p.RequestID.String()); when != nil {
+		t.Fatal("the request id was consumed")
 	}
 }

@@ -124,6 +124,12 @@ func (a *Admin) executeOperation(ctx context.Context, caller *kmsapi.Caller, st 
 	// The policy or the key may have changed since the proposal: a
 	// proposal that can no longer run is closed without consuming it.
 	run, err := a.prepare(ctx, pp.Proposer, p, d.ProposalHash, pp.Attachment)
+	if errors.Is(err, errActivationElsewhere) {
+		// Another gateway (the one being upgraded) can run it: refuse this
+		// approval, record nothing, and leave the proposal pending.
+		return nil, kmsapi.Errorf(kmsapi.ExInvalidState, "This approval completes proposal %s, but it can't run on this gateway (%s). A firmware activation runs on the gateway it upgrades, where its image is staged: submit the approval there. Nothing was recorded here.",
+			d.RequestID, errorText(err))
+	}
 	if err != nil {
 		if serr := drop("approved, but could not run: "+errorText(err), nil); serr != nil {
 			return nil, serr
