@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -63,18 +64,38 @@ func (f *raftFSM) advance(index uint64) {
 	f.mu.Unlock()
 }
 
-// waitApplied waits until the entry at index has been applied here (or
-// current, the raft library's own applied index, says so), or ctx ends.
-func (f *raftFSM) waitApplied(ctx context.Context, index uint64, current func() uint64) bool {
+// waitApplied waits until the keystore here holds every command up to log
+// position index, or ctx ends.
+//
+// The raft library's own applied index (dispatched) is not enough: it
+// counts entries handed to the FSM's goroutine, which may not have applied
+// them yet, so a reader trusting it could miss a key a moment after its
+// create returned. It is needed all the same, for the entries Apply never
+// sees (no-ops, configuration changes): once the library has dispatched
+// index, the wait is for the last command at or before index, found in the
+// log (lastCommand).
+func (f *raftFSM) waitApplied(ctx context.Context, index uint64, dispatched func() uint64, lastCommand func(after, upTo uint64) uint64) bool {
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		f.mu.Lock()
-		done, ch := f.applied >= index, f.notify
+		applied, ch := f.applied, f.notify
 		f.mu.Unlock()
-		if done || current() >= index {
+		if applied >= index {
 			return true
+		}
+		if dispatched() >= index {
+			// Everything up to index is with the FSM: only commands
+			// change the keystore.
+			if cmd := lastCommand(applied, index); applied >= cmd {
+				return true
+			} else {
+				index = cmd
+			}
 		}
 		select {
 		case <-ch:
+		case <-poll.C: // the library's index moves without telling us
 		case <-ctx.Done():
 			return false
 		}
@@ -99,6 +120,9 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("cluster: restore the keystore from a raft snapshot: %w", err)
 	}
 	f.mu.Lock()
+	if idx, err := f.store.AppliedIndex(); err == nil && idx > f.applied {
+		f.applied = idx
+	}
 	close(f.notify)
 	f.notify = make(chan struct{})
 	f.mu.Unlock()

@@ -41,7 +41,7 @@ func (n *RaftNode) Replicate(ctx context.Context, cmd []byte) error {
 			if err == nil {
 				// Read your writes: wait (within ctx) until this node has
 				// applied the entry too. Past ctx the write still stands.
-				n.fsm.waitApplied(ctx, resp.Index, n.raft.AppliedIndex)
+				n.waitApplied(ctx, resp.Index)
 				return nil
 			}
 			if !errors.Is(err, errRaftRetry) {
@@ -175,6 +175,30 @@ func (n *RaftNode) reachability(ctx context.Context) raftReach {
 	return r
 }
 
+// waitApplied waits until this node's keystore holds every command up to
+// log position index (raftFSM.waitApplied), or ctx ends.
+func (n *RaftNode) waitApplied(ctx context.Context, index uint64) bool {
+	return n.fsm.waitApplied(ctx, index, n.raft.AppliedIndex, n.lastCommand)
+}
+
+// lastCommand is the position of the last command entry in (after, upTo]
+// of this node's log, or after if there is none. An entry no longer in the
+// log was compacted into a snapshot this node holds, and so was applied.
+func (n *RaftNode) lastCommand(after, upTo uint64) uint64 {
+	for i := upTo; i > after; i-- {
+		var l raft.Log
+		if err := n.logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) {
+			return after
+		} else if err != nil {
+			return i // can't tell: wait for the FSM to get there
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return after
+}
+
 // CatchUp waits, within ctx, until this node has applied every entry the
 // leader had committed when asked: a read barrier. A follower calls it
 // before it answers that something does not exist, so that a key made
@@ -193,7 +217,7 @@ func (n *RaftNode) CatchUp(ctx context.Context) error {
 	if err := n.apiClient.get(ctx, addr, "/v1/status", &st); err != nil {
 		return err
 	}
-	if !n.fsm.waitApplied(ctx, st.CommitIndex, n.raft.AppliedIndex) {
+	if !n.waitApplied(ctx, st.CommitIndex) {
 		return ctx.Err()
 	}
 	return nil
