@@ -231,6 +231,85 @@ func kmsCall(client *http.Client, url, target string, body []byte) func() error 
 	}
 }
 
+// leanCall returns a function that sends one KMS request over one of
+// callers keep-alive TLS connections with a hand-written HTTP/1.1 request
+// and response reader: a load generator that costs the shared CPUs less
+// than net/http's client (HSMGATE_BENCH_CLIENT=lean), so that more of the
+// latency measured is the gateway's. It checks for 200.
+func leanCall(b *testing.B, admin *gateway.AdminCredentials, url, target string, body []byte, callers int) func() error {
+	b.Helper()
+	cert, err := tls.LoadX509KeyPair(admin.ClientCert, admin.ClientKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	caRaw, _ := os.ReadFile(admin.CABundle)
+	cfg := &tls.Config{RootCAs: x509CertPool(b, caRaw), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
+	host := strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/")
+	req := fmt.Appendf(nil, "POST / HTTP/1.1\r\nHost: %s\r\nX-Amz-Target: %s\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: %d\r\n\r\n%s",
+		host, target, len(body), body)
+	type conn struct {
+		c *tls.Conn
+		r *bufio.Reader
+	}
+	conns := make(chan *conn, callers)
+	for range callers {
+		network, addr := "tcp", host
+		if benchSocket != "" {
+			network, addr = "unix", benchSocket
+		}
+		raw, err := net.Dial(network, addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := tls.Client(raw, cfg)
+		b.Cleanup(func() { c.Close() })
+		conns <- &conn{c: c, r: bufio.NewReaderSize(c, 4096)}
+	}
+	return func() error {
+		c := <-conns
+		defer func() { conns <- c }()
+		if _, err := c.c.Write(req); err != nil {
+			return err
+		}
+		status, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		ok := bytes.HasPrefix(status, []byte("HTTP/1.1 200 "))
+		length := -1
+		for {
+			line, err := c.r.ReadSlice('\n')
+			if err != nil {
+				return err
+			}
+			if len(line) <= 2 {
+				break
+			}
+			if v, found := bytes.CutPrefix(line, []byte("Content-Length: ")); found {
+				length, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+			}
+		}
+		if length < 0 {
+			return fmt.Errorf("response without Content-Length: %q", status)
+		}
+		if _, err := c.r.Discard(length); err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("status %q", bytes.TrimSpace(status))
+		}
+		return nil
+	}
+}
+
+// benchCall is kmsCall, or leanCall with HSMGATE_BENCH_CLIENT=lean.
+func benchCall(b *testing.B, client *http.Client, admin *gateway.AdminCredentials, url, target string, body []byte, callers int) func() error {
+	if os.Getenv("HSMGATE_BENCH_CLIENT") == "lean" {
+		return leanCall(b, admin, url, target, body, callers)
+	}
+	return kmsCall(client, url, target, body)
+}
+
 // copyDir copies the regular files of the folder tree src into dst.
 func copyDir(b *testing.B, src, dst string) {
 	b.Helper()
@@ -405,7 +484,7 @@ func BenchmarkGatewayCPU(b *testing.B) {
 			client := benchClient(b, admin, callers)
 			for _, op := range ops {
 				b.Run(fmt.Sprintf("%s/callers=%d/procs=%d", op.name, callers, procs), func(b *testing.B) {
-					call := kmsCall(client, gw.url, op.target, op.body)
+					call := benchCall(b, client, admin, gw.url, op.target, op.body, callers)
 					drive(b, callers, time.Second, call) // warm up connections and caches
 					before, _ := procCPU(gw.pid)
 					n, lat := drive(b, callers, window, call)
