@@ -248,29 +248,42 @@ func (m *MultiTarget) awaitKeys(ctx context.Context, t Target, w *Workload) (cod
 		ops = []Op{OpEncrypt}
 	}
 	for _, op := range ops {
-		for {
+		code, err := retryUntilVisible(ctx, deadline, &wait, func() error {
 			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			err := t.Do(actx, op, true)
-			cancel()
-			if err == nil {
-				break
-			}
-			code := ErrorCode(err)
-			if !slices.Contains(visibilityCodes, code) || ctx.Err() != nil {
-				return "", err
-			}
-			if time.Now().After(deadline) {
-				return code, err
-			}
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(min(wait, time.Until(deadline)+time.Millisecond)):
-			}
-			wait = min(2*wait, 500*time.Millisecond)
+			defer cancel()
+			return t.Do(actx, op, true)
+		})
+		if err != nil {
+			return code, err
 		}
 	}
 	return "", nil
+}
+
+// retryUntilVisible calls try until it succeeds. An answer of
+// visibilityCodes (a node the change has not reached yet) is retried after
+// a pause that doubles from *wait up to 500 ms, until deadline, and is then
+// returned with its code; any other error is returned at once, with code "".
+func retryUntilVisible(ctx context.Context, deadline time.Time, wait *time.Duration, try func() error) (code string, err error) {
+	for {
+		err := try()
+		if err == nil {
+			return "", nil
+		}
+		code := ErrorCode(err)
+		if !slices.Contains(visibilityCodes, code) || ctx.Err() != nil {
+			return "", err
+		}
+		if time.Now().After(deadline) {
+			return code, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(min(*wait, time.Until(deadline)+time.Millisecond)):
+		}
+		*wait = min(2**wait, 500*time.Millisecond)
+	}
 }
 
 // --- the KMS targets share their keys -------------------------------------
@@ -508,27 +521,10 @@ func (m *MultiTarget) ControlPlane(ctx context.Context, writes int) (runs []Run,
 // answers of a node the key has not reached (visibilityCodes) until the
 // replication timeout.
 func (m *MultiTarget) awaitWrite(ctx context.Context, cw ControlWriter, keyID string) (code string, err error) {
-	deadline := time.Now().Add(m.replicationTimeout())
 	wait := 20 * time.Millisecond
-	for {
-		err := cw.UpdateKeyDescription(ctx, keyID, "hsmbench control-plane writes")
-		if err == nil {
-			return "", nil
-		}
-		code := ErrorCode(err)
-		if !slices.Contains(visibilityCodes, code) || ctx.Err() != nil {
-			return "", err
-		}
-		if time.Now().After(deadline) {
-			return code, err
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 500*time.Millisecond)
-	}
+	return retryUntilVisible(ctx, time.Now().Add(m.replicationTimeout()), &wait, func() error {
+		return cw.UpdateKeyDescription(ctx, keyID, "hsmbench control-plane writes")
+	})
 }
 
 // measureWrites sends n writes, one at a time, to the nodes in order
