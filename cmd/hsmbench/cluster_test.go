@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hsmgate/hsmgate/bench"
 	"github.com/hsmgate/hsmgate/gateway"
@@ -47,22 +46,7 @@ func independentGateways(t *testing.T, n int, region string) ([]node, string) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pool.Close() })
-		dk, _ := hsmpool.NewDomainKeyMaterial()
-		err = pool.ProvisionDomainKey(ctx, dk)
-		clear(dk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir := t.TempDir()
-		store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { store.Close() })
-		admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
+		dir, store, admin := gatewaytest.Provision(t, pool)
 		own, err := os.ReadFile(admin.CABundle)
 		if err != nil {
 			t.Fatal(err)

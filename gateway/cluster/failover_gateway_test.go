@@ -73,21 +73,7 @@ func newTestGateway(t *testing.T, env *testenv.SoftHSM, token string, faults boo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pool.Close() })
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		t.Fatal(err)
-	}
-	clear(dk)
-	dir := t.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, store, admin := gatewaytest.Provision(t, pool)
 	cert, cas, err := gateway.LoadTLS(ctx, pool, store, dir)
 	if err != nil {
 		t.Fatal(err)

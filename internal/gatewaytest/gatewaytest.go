@@ -63,21 +63,7 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 			t.Errorf("pool close: %v", err)
 		}
 	})
-	dk, _ := hsmpool.NewDomainKeyMaterial()
-	if err := pool.ProvisionDomainKey(ctx, dk); err != nil {
-		t.Fatal(err)
-	}
-	clear(dk)
-	dir := t.TempDir()
-	store, err := keystore.Open(filepath.Join(dir, gateway.KeystoreFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	admin, err := gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, store, admin := Provision(t, pool)
 	gc.Pool, gc.Store = pool, store
 	if gc.QuorumLedger == "" {
 		gc.QuorumLedger = filepath.Join(dir, gateway.QuorumLedgerFile)
@@ -88,6 +74,29 @@ func StartWith(t testing.TB, n int, region string, tweak func(*hsmpool.Options, 
 	}
 	url, cas, stop := Serve(t, gw, pool, store, dir)
 	return &Gateway{URL: url, Admin: admin, Pool: pool, Store: store, Gateway: gw, Dir: dir, CAs: cas, Stop: stop}
+}
+
+// Provision gives pool a new domain key and makes a data folder for a
+// gateway on it: the keystore (closed when the test ends) and what
+// gateway.Bootstrap makes there (the PKI, the admin's credentials).
+func Provision(t testing.TB, pool *hsmpool.Pool) (dir string, store *keystore.Store, admin *gateway.AdminCredentials) {
+	t.Helper()
+	ctx := context.Background()
+	dk, _ := hsmpool.NewDomainKeyMaterial()
+	err := pool.ProvisionDomainKey(ctx, dk)
+	clear(dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	if store, err = keystore.Open(filepath.Join(dir, gateway.KeystoreFile)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if admin, err = gateway.Bootstrap(ctx, pool, store, dir, []string{"localhost", "127.0.0.1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return dir, store, admin
 }
 
 // Serve serves gw (with the TLS material of the data folder dir) on a new
