@@ -294,10 +294,7 @@ func (a *Admin) quorumInit(ctx context.Context, caller *kmsapi.Caller, req *Quor
 	if !filepath.IsAbs(ledger) {
 		return nil, kmsapi.Errorf(kmsapi.ExUnsupported, "This gateway has no place configured for a quorum replay ledger.")
 	}
-	if err := os.MkdirAll(filepath.Dir(ledger), 0o700); err != nil {
-		return nil, err
-	}
-	l, err := quorum.OpenBoltLedger(ledger)
+	l, err := openLedger(ledger)
 	if err != nil {
 		return nil, err
 	}
@@ -520,10 +517,9 @@ func (a *Admin) ledger(st *quorumState) string {
 	return st.Ledger
 }
 
-// openLedger opens this gateway's ledger file, creating it (and its
-// folder) on first use: in a cluster, QuorumInit ran on one node only.
-func (a *Admin) openLedger(st *quorumState) (*quorum.BoltLedger, error) {
-	path := a.ledger(st)
+// openLedger opens a ledger file, creating it (and its folder) on first
+// use: in a cluster, QuorumInit ran on one node only.
+func openLedger(path string) (*quorum.BoltLedger, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -532,7 +528,7 @@ func (a *Admin) openLedger(st *quorumState) (*quorum.BoltLedger, error) {
 
 // checkNotExecuted refuses a request id the ledger consumed.
 func (a *Admin) checkNotExecuted(st *quorumState, id quorum.RequestID) error {
-	l, err := a.openLedger(st)
+	l, err := openLedger(a.ledger(st))
 	if err != nil {
 		return err
 	}
@@ -752,7 +748,7 @@ func (a *Admin) execute(ctx context.Context, caller *kmsapi.Caller, st *quorumSt
 // the operation's own failure behind a successful consumption).
 func (a *Admin) consume(ctx context.Context, caller *kmsapi.Caller, st *quorumState, set *quorum.Set, proposal []byte, approvals []*quorum.Approval,
 	d quorum.Decision, now time.Time, opFailure *error, op func(*quorum.Proposal) error) error {
-	l, err := a.openLedger(st)
+	l, err := openLedger(a.ledger(st))
 	if err != nil {
 		return err
 	}
